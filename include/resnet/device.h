@@ -1,0 +1,62 @@
+#pragma once
+
+// Choosing the device to run on.
+
+#include <c10/core/Device.h>
+#include <c10/util/Exception.h>
+#include <torch/cuda.h>
+
+#include <cstdlib>
+#include <string>
+
+namespace resnet {
+
+/// Parses a device name as LibTorch does ("cpu", "cuda", "cuda:1") and checks
+/// that it can be used here.
+inline c10::Device parse_device(const std::string& name) {
+  c10::optional<c10::Device> device;
+  try {
+    device = c10::Device(name);
+  } catch (const c10::Error&) {
+    TORCH_CHECK(
+        false,
+        "resnet: unknown device '",
+        name,
+        "'; expected cpu, cuda or cuda:N");
+  }
+  if (device->is_cuda()) {
+    TORCH_CHECK(
+        torch::cuda::is_available(),
+        "resnet: device '",
+        name,
+        "' requested but LibTorch sees no CUDA device");
+    const auto count = static_cast<int>(torch::cuda::device_count());
+    TORCH_CHECK(
+        !device->has_index() || device->index() < count,
+        "resnet: device '",
+        name,
+        "' requested but only ",
+        count,
+        " CUDA device(s) are visible");
+  } else {
+    TORCH_CHECK(
+        device->is_cpu(),
+        "resnet: unsupported device '",
+        name,
+        "'; expected cpu, cuda or cuda:N");
+  }
+  return *device;
+}
+
+/// The device to run on: the one named by the environment variable
+/// `RESNET_DEVICE` if set (e.g. `RESNET_DEVICE=cpu`), else CUDA when LibTorch
+/// sees a GPU, else the CPU.
+inline c10::Device default_device() {
+  if (const char* env = std::getenv("RESNET_DEVICE"); env && *env) {
+    return parse_device(env);
+  }
+  return torch::cuda::is_available() ? c10::Device(c10::kCUDA)
+                                     : c10::Device(c10::kCPU);
+}
+
+} // namespace resnet

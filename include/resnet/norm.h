@@ -1,0 +1,126 @@
+#pragma once
+
+// Normalization layers the blocks are templated on, and how to build them.
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <numeric>
+#include <ostream>
+
+namespace resnet {
+
+/// Batch normalization whose statistics and affine parameters are fixed
+/// buffers (torchvision.ops.FrozenBatchNorm2d): nothing is learnt and train
+/// and eval mode compute the same. The usual choice for detection backbones.
+class FrozenBatchNorm2dImpl
+    : public torch::nn::Cloneable<FrozenBatchNorm2dImpl> {
+ public:
+  explicit FrozenBatchNorm2dImpl(int64_t num_features, double eps = 1e-5)
+      : num_features_(num_features), eps_(eps) {
+    TORCH_CHECK(
+        num_features > 0,
+        "resnet: FrozenBatchNorm2d expects num_features > 0, got ",
+        num_features);
+    reset();
+  }
+
+  void reset() override {
+    weight = register_buffer("weight", torch::ones({num_features_}));
+    bias = register_buffer("bias", torch::zeros({num_features_}));
+    running_mean = register_buffer("running_mean", torch::zeros({num_features_}));
+    running_var = register_buffer("running_var", torch::ones({num_features_}));
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    TORCH_CHECK(
+        x.dim() == 4 && x.size(1) == num_features_,
+        "resnet: FrozenBatchNorm2d expects input [N, ",
+        num_features_,
+        ", H, W], got ",
+        x.sizes());
+    const auto scale = weight * (running_var + eps_).rsqrt();
+    const auto shift = bias - running_mean * scale;
+    return x * scale.reshape({1, -1, 1, 1}).to(x.scalar_type()) +
+        shift.reshape({1, -1, 1, 1}).to(x.scalar_type());
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "resnet::FrozenBatchNorm2d(" << num_features_
+           << ", eps=" << eps_ << ")";
+  }
+
+  int64_t num_features() const {
+    return num_features_;
+  }
+
+  double eps() const {
+    return eps_;
+  }
+
+  torch::Tensor weight;
+  torch::Tensor bias;
+  torch::Tensor running_mean;
+  torch::Tensor running_var;
+
+ private:
+  int64_t num_features_;
+  double eps_;
+};
+
+TORCH_MODULE(FrozenBatchNorm2d);
+
+/// How a block builds a normalization layer of type `Norm` (a module holder
+/// such as `torch::nn::BatchNorm2d`) for `channels` channels. Specialize it
+/// to use another layer.
+template <class Norm>
+struct NormTraits {
+  static Norm make(int64_t channels) {
+    return Norm(channels);
+  }
+};
+
+/// Group normalization with 32 groups (Wu and He 2018), or fewer where the
+/// channel count is not a multiple of 32 (gcd of 32 and the channels).
+template <>
+struct NormTraits<torch::nn::GroupNorm> {
+  static torch::nn::GroupNorm make(int64_t channels) {
+    return torch::nn::GroupNorm(
+        torch::nn::GroupNormOptions(std::gcd<int64_t>(32, channels), channels));
+  }
+};
+
+namespace detail {
+
+/// The scale of a normalization layer: its `weight` parameter, or its
+/// `weight` buffer for frozen layers. Undefined if it has neither.
+inline torch::Tensor norm_weight(torch::nn::Module& norm) {
+  if (auto* p = norm.named_parameters(/*recurse=*/false).find("weight")) {
+    return *p;
+  }
+  if (auto* b = norm.named_buffers(/*recurse=*/false).find("weight")) {
+    return *b;
+  }
+  return {};
+}
+
+/// Sets the scale of a normalization layer to zero, so that a residual branch
+/// ending in it starts as zero.
+inline void zero_norm_weight(torch::nn::Module& norm) {
+  auto w = norm_weight(norm);
+  TORCH_CHECK(
+      w.defined(),
+      "resnet: zero_init_residual needs a normalization layer with a 'weight', ",
+      norm.name(),
+      " has none");
+  torch::NoGradGuard no_grad;
+  w.zero_();
+}
+
+} // namespace detail
+} // namespace resnet
