@@ -60,15 +60,17 @@ bool is_cifar_paper(const resnet::Architecture& a) {
   return a.family == resnet::Family::CifarPaper;
 }
 
-class ArchitectureTest
-    : public ::testing::TestWithParam<resnet::Architecture> {};
+class ArchitectureTest : public ::testing::TestWithParam<resnet::Architecture> {
+};
 
 TEST_P(ArchitectureTest, ParameterCountAndNamesMatchTorchvision) {
   const auto& arch = GetParam();
   const auto classes = is_cifar_paper(arch) ? 10 : 1000;
   auto model =
       resnet::create(arch.name, resnet::ResNetOptions().num_classes(classes));
-  EXPECT_EQ(count_parameters(*model), kPublishedParameters.at(std::string(arch.name)));
+  EXPECT_EQ(
+      count_parameters(*model),
+      kPublishedParameters.at(std::string(arch.name)));
 
   if (!is_cifar_paper(arch)) {
     static const auto golden = load_golden();
@@ -118,16 +120,19 @@ TEST(Architectures, ListMatchesTableAndTypedFactories) {
   EXPECT_EQ(count_parameters(*resnet::resnet18()), 11689512);
   EXPECT_EQ(count_parameters(*resnet::resnext50_32x4d()), 25028904);
   EXPECT_EQ(
-      count_parameters(*resnet::resnet56(resnet::ResNetOptions().num_classes(10))),
+      count_parameters(
+          *resnet::resnet56(resnet::ResNetOptions().num_classes(10))),
       853018);
-  EXPECT_EQ(resnet::find_architecture("resnet34")->stages(),
-            (std::vector<int64_t>{3, 4, 6, 3}));
+  EXPECT_EQ(
+      resnet::find_architecture("resnet34")->stages(),
+      (std::vector<int64_t>{3, 4, 6, 3}));
   EXPECT_EQ(resnet::find_architecture("resnet35"), nullptr);
 }
 
 TEST(Architectures, UnknownNameListsKnownOnes) {
   const auto msg = error_of([] { resnet::create("resnet19"); });
-  EXPECT_NE(msg.find("unknown architecture 'resnet19'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("unknown architecture 'resnet19'"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("resnet18, resnet34"), std::string::npos) << msg;
   EXPECT_NE(msg.find("resnet110"), std::string::npos) << msg;
 }
@@ -137,10 +142,12 @@ TEST(CifarPaper, DepthIsSixNPlusTwo) {
     if (!is_cifar_paper(arch)) {
       continue;
     }
-    auto model = resnet::create(arch.name, resnet::ResNetOptions().num_classes(10));
+    auto model =
+        resnet::create(arch.name, resnet::ResNetOptions().num_classes(10));
     int64_t weighted_layers = 0;
     for (const auto& m : model->modules()) {
-      weighted_layers += m->as<torch::nn::Conv2d>() || m->as<torch::nn::Linear>();
+      weighted_layers +=
+          m->as<torch::nn::Conv2d>() || m->as<torch::nn::Linear>();
     }
     const int64_t n = arch.layers[0];
     EXPECT_EQ(weighted_layers, 6 * n + 2) << arch.name;
@@ -152,15 +159,19 @@ TEST(CifarPaper, DepthIsSixNPlusTwo) {
 
 TEST(CifarPaper, ProjectionShortcutsAreOptionB) {
   const auto a = resnet::resnet20(resnet::ResNetOptions().num_classes(10));
-  const auto b = resnet::resnet20(resnet::ResNetOptions().num_classes(10).shortcut(
-      resnet::Shortcut::Projection));
+  const auto b =
+      resnet::resnet20(resnet::ResNetOptions().num_classes(10).shortcut(
+          resnet::Shortcut::Projection));
   // Option B adds a 1x1 convolution and a batch norm at stages 2 and 3:
   // (16*32 + 2*32) + (32*64 + 2*64) = 2752 parameters.
   EXPECT_EQ(count_parameters(*b) - count_parameters(*a), 2752);
-  EXPECT_EQ(a->named_parameters().find("layer2.0.downsample.0.weight"), nullptr);
-  ASSERT_NE(b->named_parameters().find("layer2.0.downsample.0.weight"), nullptr);
-  EXPECT_EQ(b->named_parameters()["layer3.0.downsample.0.weight"].sizes(),
-            (std::vector<int64_t>{64, 32, 1, 1}));
+  EXPECT_EQ(
+      a->named_parameters().find("layer2.0.downsample.0.weight"), nullptr);
+  ASSERT_NE(
+      b->named_parameters().find("layer2.0.downsample.0.weight"), nullptr);
+  EXPECT_EQ(
+      b->named_parameters()["layer3.0.downsample.0.weight"].sizes(),
+      (std::vector<int64_t>{64, 32, 1, 1}));
 }
 
 } // namespace

@@ -29,30 +29,41 @@ TEST(Options, InChannels) {
   EXPECT_EQ(model->conv1->weight.sizes(), (std::vector<int64_t>{64, 1, 7, 7}));
   model->eval();
   torch::NoGradGuard no_grad;
-  EXPECT_EQ(model->forward(torch::randn({3, 1, 40, 40})).sizes(),
-            (std::vector<int64_t>{3, 10}));
-  const auto msg = error_of([&] { model->forward(torch::randn({3, 3, 40, 40})); });
-  EXPECT_TRUE(contains(msg, "expected input [N, C, H, W] with C=1, got [3, 3, 40, 40]"))
+  EXPECT_EQ(
+      model->forward(torch::randn({3, 1, 40, 40})).sizes(),
+      (std::vector<int64_t>{3, 10}));
+  const auto msg = error_of([&] {
+    model->forward(torch::randn({3, 3, 40, 40}));
+  });
+  EXPECT_TRUE(
+      contains(msg, "expected input [N, C, H, W] with C=1, got [3, 3, 40, 40]"))
       << msg;
 }
 
 TEST(Options, GroupsAndWidthFollowTorchvision) {
   auto resnext = resnet::resnext50_32x4d();
   // width = 64 * 4 / 64 * 32 = 128 channels in 32 groups of 4.
-  EXPECT_EQ(resnext->named_parameters()["layer1.0.conv2.weight"].sizes(),
-            (std::vector<int64_t>{128, 4, 3, 3}));
+  EXPECT_EQ(
+      resnext->named_parameters()["layer1.0.conv2.weight"].sizes(),
+      (std::vector<int64_t>{128, 4, 3, 3}));
   auto wide = resnet::wide_resnet50_2();
-  EXPECT_EQ(wide->named_parameters()["layer1.0.conv2.weight"].sizes(),
-            (std::vector<int64_t>{128, 128, 3, 3}));
+  EXPECT_EQ(
+      wide->named_parameters()["layer1.0.conv2.weight"].sizes(),
+      (std::vector<int64_t>{128, 128, 3, 3}));
   // resnet50 with ResNeXt's options is ResNeXt-50, as in torchvision.
   EXPECT_EQ(
-      count_parameters(*resnet::resnet50(ResNetOptions().groups(32).width_per_group(4))),
+      count_parameters(
+          *resnet::resnet50(ResNetOptions().groups(32).width_per_group(4))),
       25028904);
   // An explicit value that contradicts the architecture is refused.
-  const auto msg = error_of([] { resnet::resnext50_32x4d(ResNetOptions().groups(8)); });
-  EXPECT_TRUE(contains(msg, "resnext50_32x4d has groups=32, got groups=8")) << msg;
-  const auto basic = error_of([] { resnet::resnet18(ResNetOptions().groups(2)); });
-  EXPECT_TRUE(contains(basic, "BasicBlock only supports groups=1 and base_width=64"))
+  const auto msg =
+      error_of([] { resnet::resnext50_32x4d(ResNetOptions().groups(8)); });
+  EXPECT_TRUE(contains(msg, "resnext50_32x4d has groups=32, got groups=8"))
+      << msg;
+  const auto basic =
+      error_of([] { resnet::resnet18(ResNetOptions().groups(2)); });
+  EXPECT_TRUE(
+      contains(basic, "BasicBlock only supports groups=1 and base_width=64"))
       << basic;
 }
 
@@ -79,17 +90,21 @@ TEST(Options, DilationKeepsSpatialSize) {
   EXPECT_EQ(count_parameters(*model), 25557032);
 
   const auto basic = error_of([] {
-    resnet::resnet18(ResNetOptions().replace_stride_with_dilation({false, false, true}));
+    resnet::resnet18(
+        ResNetOptions().replace_stride_with_dilation({false, false, true}));
   });
-  EXPECT_TRUE(contains(basic, "BasicBlock does not support dilation > 1")) << basic;
+  EXPECT_TRUE(contains(basic, "BasicBlock does not support dilation > 1"))
+      << basic;
   const auto count = error_of([] {
     resnet::resnet50(ResNetOptions().replace_stride_with_dilation({true}));
   });
   EXPECT_TRUE(contains(count, "needs 3 entries")) << count;
   const auto cifar = error_of([] {
-    resnet::resnet20(ResNetOptions().replace_stride_with_dilation({false, false, true}));
+    resnet::resnet20(
+        ResNetOptions().replace_stride_with_dilation({false, false, true}));
   });
-  EXPECT_TRUE(contains(cifar, "refers to stage 4 but the network has 3 stages")) << cifar;
+  EXPECT_TRUE(contains(cifar, "refers to stage 4 but the network has 3 stages"))
+      << cifar;
 }
 
 TEST(Options, ZeroInitResidualZeroesLastNormOfEachBlock) {
@@ -113,7 +128,9 @@ TEST(Options, ZeroInitResidualZeroesLastNormOfEachBlock) {
     if (contains(name, ".bn3.weight")) {
       EXPECT_TRUE(item.value().eq(0).all().item<bool>()) << name;
       ++zeroed;
-    } else if (contains(name, ".bn2.weight") || contains(name, "downsample.1.weight")) {
+    } else if (
+        contains(name, ".bn2.weight") ||
+        contains(name, "downsample.1.weight")) {
       EXPECT_TRUE(item.value().eq(1).all().item<bool>()) << name;
     }
   }
@@ -171,8 +188,9 @@ TEST(Modes, TrainUsesBatchStatisticsEvalUsesRunningOnes) {
   EXPECT_TRUE(torch::equal(model->bn1->running_mean, mean_eval));
   EXPECT_FALSE(torch::allclose(eval_out, train_out));
   // In eval mode a sample's output does not depend on the rest of the batch.
-  EXPECT_LT(relative_error(model->forward(x.slice(0, 1, 2)), eval_out.slice(0, 1, 2)),
-            1e-5);
+  EXPECT_LT(
+      relative_error(model->forward(x.slice(0, 1, 2)), eval_out.slice(0, 1, 2)),
+      1e-5);
 }
 
 TEST(Features, ForwardStagesAndFeatures) {
@@ -204,8 +222,9 @@ TEST(Features, AnyInputSizeFromTheMinimumUp) {
   model->eval();
   torch::NoGradGuard no_grad;
   for (int64_t h : {32, 33, 57, 100}) {
-    EXPECT_EQ(model->forward(torch::randn({1, 3, h, 45})).sizes(),
-              (std::vector<int64_t>{1, 3}))
+    EXPECT_EQ(
+        model->forward(torch::randn({1, 3, h, 45})).sizes(),
+        (std::vector<int64_t>{1, 3}))
         << h;
   }
 }
@@ -218,19 +237,22 @@ TEST(Features, ResetClassifier) {
   ASSERT_NE(model->named_parameters().find("fc.bias"), nullptr);
   model->eval();
   torch::NoGradGuard no_grad;
-  EXPECT_EQ(model->forward(torch::randn({2, 3, 32, 32})).sizes(),
-            (std::vector<int64_t>{2, 17}));
+  EXPECT_EQ(
+      model->forward(torch::randn({2, 3, 32, 32})).sizes(),
+      (std::vector<int64_t>{2, 17}));
   // Zero classes: no fc, forward gives the pooled features.
   model->reset_classifier(0);
   EXPECT_EQ(model->named_parameters().find("fc.weight"), nullptr);
-  EXPECT_EQ(model->forward(torch::randn({2, 3, 32, 32})).sizes(),
-            (std::vector<int64_t>{2, 512}));
+  EXPECT_EQ(
+      model->forward(torch::randn({2, 3, 32, 32})).sizes(),
+      (std::vector<int64_t>{2, 512}));
   // The new classifier follows the network's dtype.
   model->to(torch::kDouble);
   model->reset_classifier(4);
   EXPECT_EQ(model->fc->weight.scalar_type(), torch::kDouble);
-  EXPECT_EQ(model->forward(torch::randn({1, 3, 32, 32}, torch::kDouble)).sizes(),
-            (std::vector<int64_t>{1, 4}));
+  EXPECT_EQ(
+      model->forward(torch::randn({1, 3, 32, 32}, torch::kDouble)).sizes(),
+      (std::vector<int64_t>{1, 4}));
 }
 
 TEST(Norms, GroupNormAndFrozenBatchNorm) {
@@ -239,11 +261,13 @@ TEST(Norms, GroupNormAndFrozenBatchNorm) {
   EXPECT_EQ(count_parameters(*gn), 11689512);
   EXPECT_EQ(gn->bn1->options.num_groups(), 32);
   EXPECT_TRUE(gn->named_buffers().is_empty());
-  auto gn20 = resnet::resnet20<torch::nn::GroupNorm>(ResNetOptions().num_classes(10));
-  EXPECT_EQ(gn20->bn1->options.num_groups(), 16);  // gcd(32, 16)
+  auto gn20 =
+      resnet::resnet20<torch::nn::GroupNorm>(ResNetOptions().num_classes(10));
+  EXPECT_EQ(gn20->bn1->options.num_groups(), 16); // gcd(32, 16)
   torch::NoGradGuard no_grad;
-  EXPECT_EQ(gn->forward(torch::randn({1, 3, 64, 64})).sizes(),
-            (std::vector<int64_t>{1, 1000}));
+  EXPECT_EQ(
+      gn->forward(torch::randn({1, 3, 64, 64})).sizes(),
+      (std::vector<int64_t>{1, 1000}));
 
   auto frozen = resnet::resnet50<resnet::FrozenBatchNorm2d>(
       ResNetOptions().zero_init_residual(true));
@@ -257,7 +281,8 @@ TEST(Norms, GroupNormAndFrozenBatchNorm) {
     }
   }
   EXPECT_EQ(count_parameters(*frozen), 25557032 - norm_params);
-  EXPECT_TRUE(frozen->named_buffers()["layer1.0.bn3.weight"].eq(0).all().item<bool>());
+  EXPECT_TRUE(
+      frozen->named_buffers()["layer1.0.bn3.weight"].eq(0).all().item<bool>());
   const auto x = torch::randn({2, 3, 32, 32});
   frozen->train();
   const auto train_out = frozen->forward(x);
@@ -292,8 +317,8 @@ TEST(Shortcuts, ZeroPadSubsamplesAndPadsChannels) {
   const auto out = block(x);
   ASSERT_EQ(out.sizes(), (std::vector<int64_t>{2, 32, 4, 4}));
   using torch::indexing::Slice;
-  const auto sub = x.index({Slice(), Slice(), Slice(0, c10::nullopt, 2),
-                            Slice(0, c10::nullopt, 2)});
+  const auto sub = x.index(
+      {Slice(), Slice(), Slice(0, c10::nullopt, 2), Slice(0, c10::nullopt, 2)});
   EXPECT_TRUE(torch::equal(out.slice(1, 8, 24), sub));
   EXPECT_TRUE(out.slice(1, 0, 8).eq(0).all().item<bool>());
   EXPECT_TRUE(out.slice(1, 24, 32).eq(0).all().item<bool>());
@@ -304,14 +329,21 @@ TEST(Errors, BadInputsSayWhatWasExpected) {
   model->eval();
   torch::NoGradGuard no_grad;
   auto msg = error_of([&] { model->forward(torch::randn({3, 32, 32})); });
-  EXPECT_TRUE(contains(msg, "expected input [N, C, H, W] with C=3, got [3, 32, 32]")) << msg;
+  EXPECT_TRUE(
+      contains(msg, "expected input [N, C, H, W] with C=3, got [3, 32, 32]"))
+      << msg;
   msg = error_of([&] { model->forward(torch::randn({1, 4, 32, 32})); });
   EXPECT_TRUE(contains(msg, "with C=3, got [1, 4, 32, 32]")) << msg;
-  msg = error_of([&] { model->forward(torch::ones({1, 3, 32, 32}, torch::kByte)); });
-  EXPECT_TRUE(contains(msg, "expected a floating-point input, got Byte")) << msg;
+  msg = error_of([&] {
+    model->forward(torch::ones({1, 3, 32, 32}, torch::kByte));
+  });
+  EXPECT_TRUE(contains(msg, "expected a floating-point input, got Byte"))
+      << msg;
   msg = error_of([&] { model->forward(torch::randn({1, 3, 31, 64})); });
-  EXPECT_TRUE(contains(msg, "input of 31x64 is smaller than the network's total stride; "
-                            "expected at least 32x32"))
+  EXPECT_TRUE(contains(
+      msg,
+      "input of 31x64 is smaller than the network's total stride; "
+      "expected at least 32x32"))
       << msg;
   msg = error_of([&] { model->forward(torch::Tensor()); });
   EXPECT_TRUE(contains(msg, "undefined")) << msg;
@@ -319,23 +351,28 @@ TEST(Errors, BadInputsSayWhatWasExpected) {
   msg = error_of([&] { cifar->forward(torch::randn({1, 3, 3, 3})); });
   EXPECT_TRUE(contains(msg, "expected at least 4x4")) << msg;
   // The model is unharmed by the failed calls.
-  EXPECT_EQ(model->forward(torch::randn({1, 3, 32, 32})).sizes(),
-            (std::vector<int64_t>{1, 10}));
+  EXPECT_EQ(
+      model->forward(torch::randn({1, 3, 32, 32})).sizes(),
+      (std::vector<int64_t>{1, 10}));
 }
 
 TEST(Errors, BadOptions) {
-  auto msg = error_of([] { resnet::resnet18(ResNetOptions().num_classes(-1)); });
+  auto msg =
+      error_of([] { resnet::resnet18(ResNetOptions().num_classes(-1)); });
   EXPECT_TRUE(contains(msg, "num_classes must be >= 0, got -1")) << msg;
   msg = error_of([] { resnet::resnet18(ResNetOptions().in_channels(0)); });
   EXPECT_TRUE(contains(msg, "in_channels must be >= 1, got 0")) << msg;
-  msg = error_of([] { resnet::ResNet<resnet::BasicBlock<>>(std::vector<int64_t>{}); });
+  msg = error_of(
+      [] { resnet::ResNet<resnet::BasicBlock<>>(std::vector<int64_t>{}); });
   EXPECT_TRUE(contains(msg, "expected 1 to 4 stages, got 0")) << msg;
-  msg = error_of([] { resnet::ResNet<resnet::BasicBlock<>>(std::vector<int64_t>{2, 0}); });
-  EXPECT_TRUE(contains(msg, "every stage needs >= 1 block, got 0")) << msg;
   msg = error_of([] {
-    resnet::Bottleneck<>(resnet::BlockOptions(64, 64).stride(0));
+    resnet::ResNet<resnet::BasicBlock<>>(std::vector<int64_t>{2, 0});
   });
-  EXPECT_TRUE(contains(msg, "stride, dilation, groups and base_width >= 1")) << msg;
+  EXPECT_TRUE(contains(msg, "every stage needs >= 1 block, got 0")) << msg;
+  msg = error_of(
+      [] { resnet::Bottleneck<>(resnet::BlockOptions(64, 64).stride(0)); });
+  EXPECT_TRUE(contains(msg, "stride, dilation, groups and base_width >= 1"))
+      << msg;
   msg = error_of([] { resnet::FrozenBatchNorm2d(0); });
   EXPECT_TRUE(contains(msg, "num_features > 0")) << msg;
 }
@@ -344,7 +381,8 @@ TEST(Network, CustomLayersAndAnyResNet) {
   // A two-stage bottleneck network built directly from the template.
   resnet::ResNet<resnet::Bottleneck<>> net(
       std::vector<int64_t>{1, 2},
-      ResNetOptions().num_classes(4).base_channels(16).stem(resnet::Stem::Cifar));
+      ResNetOptions().num_classes(4).base_channels(16).stem(
+          resnet::Stem::Cifar));
   EXPECT_EQ(net->stage_channels(), (std::vector<int64_t>{64, 128}));
   EXPECT_EQ(net->total_stride(), 2);
   EXPECT_NE(net->named_parameters().find("layer2.1.conv3.weight"), nullptr);
@@ -352,8 +390,9 @@ TEST(Network, CustomLayersAndAnyResNet) {
   resnet::AnyResNet any = net;
   any->eval();
   torch::NoGradGuard no_grad;
-  EXPECT_EQ(any->forward(torch::randn({2, 3, 8, 8})).sizes(),
-            (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(
+      any->forward(torch::randn({2, 3, 8, 8})).sizes(),
+      (std::vector<int64_t>{2, 4}));
   EXPECT_NE(any->as<resnet::ResNetImpl<resnet::Bottleneck<>>>(), nullptr);
   EXPECT_EQ(any->as<resnet::ResNetImpl<resnet::BasicBlock<>>>(), nullptr);
 }
@@ -361,8 +400,9 @@ TEST(Network, CustomLayersAndAnyResNet) {
 TEST(Network, CloneIsDeepAndEqual) {
   auto model = tiny_resnet18();
   model->eval();
-  auto copy = std::dynamic_pointer_cast<resnet::ResNetImpl<resnet::BasicBlock<>>>(
-      model->clone());
+  auto copy =
+      std::dynamic_pointer_cast<resnet::ResNetImpl<resnet::BasicBlock<>>>(
+          model->clone());
   ASSERT_NE(copy, nullptr);
   EXPECT_FALSE(copy->is_training());
   torch::NoGradGuard no_grad;
@@ -380,7 +420,8 @@ TEST(Network, DtypesAndMemoryFormats) {
   torch::NoGradGuard no_grad;
   const auto x = torch::randn({2, 3, 16, 16});
   const auto reference = model->forward(x);
-  const auto cl = model->forward(x.contiguous(torch::MemoryFormat::ChannelsLast));
+  const auto cl =
+      model->forward(x.contiguous(torch::MemoryFormat::ChannelsLast));
   EXPECT_LT(relative_error(cl, reference), 1e-5);
   model->to(torch::kDouble);
   const auto d = model->forward(x.to(torch::kDouble));
@@ -390,8 +431,9 @@ TEST(Network, DtypesAndMemoryFormats) {
 
 TEST(Device, DefaultDeviceHonoursEnvironment) {
   ::unsetenv("RESNET_DEVICE");
-  EXPECT_EQ(resnet::default_device().type(),
-            torch::cuda::is_available() ? torch::kCUDA : torch::kCPU);
+  EXPECT_EQ(
+      resnet::default_device().type(),
+      torch::cuda::is_available() ? torch::kCUDA : torch::kCPU);
   ::setenv("RESNET_DEVICE", "cpu", 1);
   EXPECT_EQ(resnet::default_device(), torch::Device(torch::kCPU));
   ::setenv("RESNET_DEVICE", "tpu:x", 1);

@@ -22,10 +22,8 @@ inline int64_t count_parameters(const torch::nn::Module& m) {
 }
 
 /// One state_dict entry as PyTorch lists it: "name kind shape".
-inline std::string describe(
-    const std::string& name,
-    const char* kind,
-    const torch::Tensor& t) {
+inline std::string
+describe(const std::string& name, const char* kind, const torch::Tensor& t) {
   std::string shape;
   for (auto s : t.sizes()) {
     shape += (shape.empty() ? "" : "x") + std::to_string(s);

@@ -75,10 +75,8 @@ template <class Norm>
 class BlockShortcut {
  public:
   /// Registers `downsample` on `owner` when a projection is needed.
-  void build(
-      torch::nn::Module& owner,
-      const BlockOptions& o,
-      int64_t out_channels) {
+  void
+  build(torch::nn::Module& owner, const BlockOptions& o, int64_t out_channels) {
     stride_ = o.stride();
     out_channels_ = out_channels;
     zero_pad_ = false;
@@ -114,12 +112,13 @@ class BlockShortcut {
     namespace F = torch::nn::functional;
     using torch::indexing::Slice;
     auto sub = x.index(
-        {Slice(), Slice(), Slice(0, c10::nullopt, stride_),
+        {Slice(),
+         Slice(),
+         Slice(0, c10::nullopt, stride_),
          Slice(0, c10::nullopt, stride_)});
     const int64_t extra = out_channels_ - x.size(1);
     return F::pad(
-        sub,
-        F::PadFuncOptions({0, 0, 0, 0, extra / 2, extra - extra / 2}));
+        sub, F::PadFuncOptions({0, 0, 0, 0, extra / 2, extra - extra / 2}));
   }
 
   /// The projection, or empty when the block has none.

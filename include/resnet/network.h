@@ -75,8 +75,8 @@ class ResNetImpl : public ResNetBaseImpl {
   }
 
   torch::Tensor forward(const torch::Tensor& x) override {
-    auto out = torch::adaptive_avg_pool2d(forward_features(x), {1, 1})
-                   .flatten(1);
+    auto out =
+        torch::adaptive_avg_pool2d(forward_features(x), {1, 1}).flatten(1);
     return fc.is_empty() ? out : fc(out);
   }
 
@@ -110,8 +110,8 @@ class ResNetImpl : public ResNetBaseImpl {
     }
     options_.num_classes(num_classes);
     if (num_classes > 0) {
-      fc = register_module(
-          "fc", torch::nn::Linear(num_features(), num_classes));
+      fc =
+          register_module("fc", torch::nn::Linear(num_features(), num_classes));
       fc->to(like.device(), like.scalar_type());
     }
   }
@@ -131,7 +131,8 @@ class ResNetImpl : public ResNetBaseImpl {
   std::vector<int64_t> stage_channels() const override {
     std::vector<int64_t> channels;
     for (size_t i = 0; i < layers_.size(); ++i) {
-      channels.push_back((options_.base_channels() << i) * BlockImpl::expansion);
+      channels.push_back(
+          (options_.base_channels() << i) * BlockImpl::expansion);
     }
     return channels;
   }
@@ -143,7 +144,8 @@ class ResNetImpl : public ResNetBaseImpl {
   /// A deep copy with the same parameters, buffers and mode, on `device` if
   /// given.
   std::shared_ptr<torch::nn::Module> clone(
-      const c10::optional<torch::Device>& device = c10::nullopt) const override {
+      const c10::optional<torch::Device>& device =
+          c10::nullopt) const override {
     torch::NoGradGuard no_grad;
     auto copy = std::make_shared<ResNetImpl>(layers_, options_);
     const auto copy_into = [&](torch::Tensor& dst, const torch::Tensor& src) {
@@ -224,13 +226,14 @@ class ResNetImpl : public ResNetBaseImpl {
     if (o.stem() == Stem::ImageNet) {
       conv1 = register_module(
           "conv1",
-          torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in_channels(), stem_out, 7)
-                                .stride(2)
-                                .padding(3)
-                                .bias(false)));
+          torch::nn::Conv2d(
+              torch::nn::Conv2dOptions(o.in_channels(), stem_out, 7)
+                  .stride(2)
+                  .padding(3)
+                  .bias(false)));
     } else {
-      conv1 = register_module(
-          "conv1", detail::conv3x3(o.in_channels(), stem_out));
+      conv1 =
+          register_module("conv1", detail::conv3x3(o.in_channels(), stem_out));
     }
     bn1 = register_module("bn1", NormTraits<Norm>::make(stem_out));
     total_stride_ = 1;
@@ -255,16 +258,16 @@ class ResNetImpl : public ResNetBaseImpl {
       total_stride_ *= stride;
       torch::nn::Sequential layer;
       for (int64_t j = 0; j < layers_[i]; ++j) {
-        layer->push_back(Block(BlockOptions(in, planes)
-                                   .stride(j == 0 ? stride : 1)
-                                   .groups(o.groups())
-                                   .base_width(o.width_per_group())
-                                   .dilation(j == 0 ? previous_dilation : dilation)
-                                   .shortcut(o.shortcut())));
+        layer->push_back(
+            Block(BlockOptions(in, planes)
+                      .stride(j == 0 ? stride : 1)
+                      .groups(o.groups())
+                      .base_width(o.width_per_group())
+                      .dilation(j == 0 ? previous_dilation : dilation)
+                      .shortcut(o.shortcut())));
         in = planes * BlockImpl::expansion;
       }
-      stages.push_back(
-          register_module("layer" + std::to_string(i + 1), layer));
+      stages.push_back(register_module("layer" + std::to_string(i + 1), layer));
     }
     if (o.num_classes() > 0) {
       fc = register_module("fc", torch::nn::Linear(in, o.num_classes()));
@@ -321,9 +324,8 @@ class ResNetImpl : public ResNetBaseImpl {
         total_stride_,
         "x",
         total_stride_,
-        options_.stem() == Stem::ImageNet
-            ? " (Stem::Cifar suits small images)"
-            : "");
+        options_.stem() == Stem::ImageNet ? " (Stem::Cifar suits small images)"
+                                          : "");
   }
 
   std::vector<int64_t> layers_;

@@ -33,7 +33,8 @@ class FrozenBatchNorm2dImpl
   void reset() override {
     weight = register_buffer("weight", torch::ones({num_features_}));
     bias = register_buffer("bias", torch::zeros({num_features_}));
-    running_mean = register_buffer("running_mean", torch::zeros({num_features_}));
+    running_mean =
+        register_buffer("running_mean", torch::zeros({num_features_}));
     running_var = register_buffer("running_var", torch::ones({num_features_}));
   }
 
@@ -51,8 +52,8 @@ class FrozenBatchNorm2dImpl
   }
 
   void pretty_print(std::ostream& stream) const override {
-    stream << "resnet::FrozenBatchNorm2d(" << num_features_
-           << ", eps=" << eps_ << ")";
+    stream << "resnet::FrozenBatchNorm2d(" << num_features_ << ", eps=" << eps_
+           << ")";
   }
 
   int64_t num_features() const {

@@ -1,0 +1,71 @@
+# Shared by the scripts in this folder: installing what the project needs on
+# Debian 12 and configuring a build against either LibTorch. Sourced, not run.
+
+RESNET_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The PyPI torch wheel is large (several GB with its CUDA libraries): keep its
+# virtual environment outside the checkout so every clone reuses it.
+RESNET_VENV=${RESNET_VENV:-$HOME/.cache/resnet/venv}
+RESNET_BUILD_ROOT=${RESNET_BUILD_ROOT:-$RESNET_ROOT/build}
+
+# Debian packages for building and testing against Debian's LibTorch 1.13.
+RESNET_APT_PACKAGES=(
+  cmake ninja-build g++ ccache git
+  libtorch-dev libgtest-dev
+  python3 python3-venv python3-torch python3-torchvision
+)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_apt_packages() {
+  local missing=()
+  for p in "${RESNET_APT_PACKAGES[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+      missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== apt-get install ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+# PyPI's torch and torchvision in $RESNET_VENV, installed once and reused.
+ensure_pypi_torch() {
+  if [ ! -x "$RESNET_VENV/bin/python" ]; then
+    echo "== creating $RESNET_VENV"
+    /usr/bin/python3 -m venv "$RESNET_VENV"
+  fi
+  if ! "$RESNET_VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
+    echo "== pip install torch torchvision into $RESNET_VENV"
+    "$RESNET_VENV/bin/pip" install -q --disable-pip-version-check \
+      torch torchvision
+  fi
+}
+
+# configure_build NAME [cmake args...]: configures $RESNET_BUILD_ROOT/NAME
+# against Debian's LibTorch (NAME=debian) or PyPI's (NAME=pypi).
+configure_build() {
+  local name=$1
+  shift
+  local args=(-G Ninja -DCMAKE_BUILD_TYPE=Release)
+  if command -v ccache >/dev/null; then
+    args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+    export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+  fi
+  if [ "$name" = pypi ]; then
+    local prefix
+    prefix=$("$RESNET_VENV/bin/python" -c \
+      'import torch; print(torch.utils.cmake_prefix_path)')
+    args+=("-DCMAKE_PREFIX_PATH=$prefix")
+  else
+  fi
+  echo "== configuring $RESNET_BUILD_ROOT/$name"
+  cmake -S "$RESNET_ROOT" -B "$RESNET_BUILD_ROOT/$name" "${args[@]}" "$@" \
+    >"$RESNET_BUILD_ROOT/$name.configure.log" 2>&1 || {
+    cat "$RESNET_BUILD_ROOT/$name.configure.log"
+    return 1
+  }
+}

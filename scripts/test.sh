@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then builds and runs them against each
+# supported LibTorch.
+#
+#   bash scripts/test.sh           Debian's LibTorch 1.13, then PyPI's torch
+#                                  where the CUDA toolkit is installed (and
+#                                  always under CI=true)
+#   bash scripts/test.sh all       both, always (what CI runs)
+#   bash scripts/test.sh debian    Debian's libtorch-dev only
+#   bash scripts/test.sh pypi      PyPI's torch wheel only
+#
+# PyPI's torch is a CUDA build: its CMake package needs the CUDA toolkit
+# (nvcc) to configure, even where no GPU is present.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+targets=${1:-auto}
+case "$targets" in
+  auto)
+    if [ -n "${CI:-}" ] || command -v nvcc >/dev/null ||
+      [ -x /usr/local/cuda/bin/nvcc ]; then
+      targets="debian pypi"
+    else
+      echo "== no CUDA toolkit (nvcc): testing Debian's LibTorch only"
+      targets=debian
+    fi
+    ;;
+  all) targets="debian pypi" ;;
+  debian | pypi) ;;
+  *) echo "usage: $0 [auto|all|debian|pypi]" >&2; exit 2 ;;
+esac
+
+install_apt_packages
+mkdir -p "$RESNET_BUILD_ROOT"
+summary=()
+for name in $targets; do
+  [ "$name" = pypi ] && ensure_pypi_torch
+  configure_build "$name"
+  echo "== building $name"
+  cmake --build "$RESNET_BUILD_ROOT/$name"
+  echo "== testing $name"
+  status=0
+  (cd "$RESNET_BUILD_ROOT/$name" &&
+    ctest -j "$(nproc)" --output-on-failure --timeout 1200) || status=$?
+  summary+=("$name: $([ $status -eq 0 ] && echo passed || echo FAILED)")
+  [ $status -eq 0 ] || { printf '%s\n' "${summary[@]}"; exit $status; }
+done
+printf '%s\n' "${summary[@]}"
