@@ -40,7 +40,7 @@ ensure_pypi_torch() {
   fi
   if ! "$RESNET_VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
     echo "== pip install torch torchvision into $RESNET_VENV"
-    "$RESNET_VENV/bin/pip" install -q --disable-pip-version-check \
+    "$RESNET_VENV/bin/python" -m pip install -q --disable-pip-version-check \
       torch torchvision
   fi
 }
