@@ -60,7 +60,6 @@ configure_build() {
     prefix=$("$RESNET_VENV/bin/python" -c \
       'import torch; print(torch.utils.cmake_prefix_path)')
     args+=("-DCMAKE_PREFIX_PATH=$prefix")
-  else
   fi
   echo "== configuring $RESNET_BUILD_ROOT/$name"
   cmake -S "$RESNET_ROOT" -B "$RESNET_BUILD_ROOT/$name" "${args[@]}" "$@" \
