@@ -10,7 +10,7 @@ RESNET_BUILD_ROOT=${RESNET_BUILD_ROOT:-$RESNET_ROOT/build}
 # Debian packages for building and testing against Debian's LibTorch 1.13.
 RESNET_APT_PACKAGES=(
   cmake ninja-build g++ ccache git
-  libtorch-dev libgtest-dev
+  libtorch-dev libgtest-dev libstb-dev pkg-config
   python3 python3-venv python3-torch python3-torchvision
 )
 

@@ -447,6 +447,49 @@ TEST(Device, DefaultDeviceHonoursEnvironment) {
   ::unsetenv("RESNET_DEVICE");
 }
 
+TEST(Transforms, ResizeCropNormalizeAsTorchvision) {
+  const auto image = torch::randint(0, 256, {3, 200, 300}, torch::kByte);
+  // The shorter side becomes 256; the longer one is truncated.
+  const auto resized = resnet::resize_shorter_side(image, 256);
+  EXPECT_EQ(resized.sizes(), (std::vector<int64_t>{3, 256, 384}));
+  EXPECT_EQ(resized.scalar_type(), torch::kFloat);
+  EXPECT_EQ(
+      resnet::resize_shorter_side(torch::zeros({1, 3, 301, 200}), 100).sizes(),
+      (std::vector<int64_t>{1, 3, 150, 100}));
+  // A constant image stays constant.
+  EXPECT_TRUE(torch::allclose(
+      resnet::resize_shorter_side(torch::full({3, 50, 70}, 7.0), 32),
+      torch::full({3, 32, 44}, 7.0)));
+  // Centre crop: offsets round half to even, as Python's round() does:
+  // (9 - 4) / 2 = 2.5 -> 2 and (8 - 5) / 2 = 1.5 -> 2.
+  const auto columns = [](int64_t n) {
+    return torch::arange(n).reshape({1, 1, n}).expand({1, n, n});
+  };
+  EXPECT_EQ(resnet::center_crop(columns(9), 4)[0][0][0].item<int64_t>(), 2);
+  EXPECT_EQ(resnet::center_crop(columns(8), 5)[0][0][0].item<int64_t>(), 2);
+  EXPECT_EQ(
+      resnet::center_crop(columns(9), 4).sizes(),
+      (std::vector<int64_t>{1, 4, 4}));
+  const auto x = resnet::preprocess(image);
+  EXPECT_EQ(x.sizes(), (std::vector<int64_t>{1, 3, 224, 224}));
+  const auto white =
+      resnet::preprocess(torch::full({3, 240, 240}, 255, torch::kByte));
+  EXPECT_NEAR(white[0][0][5][5].item<double>(), (1 - 0.485) / 0.229, 1e-5);
+  EXPECT_NEAR(white[0][2][5][5].item<double>(), (1 - 0.406) / 0.225, 1e-5);
+
+  auto msg = error_of([] {
+    resnet::center_crop(torch::zeros({3, 100, 50}), 64);
+  });
+  EXPECT_TRUE(contains(msg, "cannot crop 64x64 from an image of 100x50"))
+      << msg;
+  msg = error_of([] { resnet::preprocess(torch::zeros({5, 5})); });
+  EXPECT_TRUE(contains(msg, "expects an image [C, H, W], got [5, 5]")) << msg;
+  msg = error_of([] {
+    resnet::normalize(torch::zeros({2, 4, 4}), {0.5}, {0.5});
+  });
+  EXPECT_TRUE(contains(msg, "one mean and std per channel (2)")) << msg;
+}
+
 TEST(Version, MatchesPackage) {
   EXPECT_EQ(std::string(resnet::kVersion), RESNET_PROJECT_VERSION);
 }

@@ -31,26 +31,15 @@ describe(const std::string& name, const char* kind, const torch::Tensor& t) {
   return name + " " + kind + " " + (shape.empty() ? "scalar" : shape);
 }
 
-/// Every parameter and buffer in PyTorch's state_dict order: a module's own
-/// parameters, then its own buffers, then each child in registration order.
-inline void collect_state(
-    const torch::nn::Module& m,
-    const std::string& prefix,
-    std::vector<std::string>& out) {
-  for (const auto& p : m.named_parameters(/*recurse=*/false)) {
-    out.push_back(describe(prefix + p.key(), "param", p.value()));
-  }
-  for (const auto& b : m.named_buffers(/*recurse=*/false)) {
-    out.push_back(describe(prefix + b.key(), "buffer", b.value()));
-  }
-  for (const auto& c : m.named_children()) {
-    collect_state(*c.value(), prefix + c.key() + ".", out);
-  }
-}
-
+/// Every parameter and buffer as "name kind shape", in state_dict order.
 inline std::vector<std::string> state_entries(const torch::nn::Module& m) {
   std::vector<std::string> out;
-  collect_state(m, "", out);
+  const auto params = m.named_parameters();
+  for (const auto& item : resnet::state_dict(m)) {
+    const bool is_param = params.find(item.first) != nullptr;
+    out.push_back(
+        describe(item.first, is_param ? "param" : "buffer", item.second));
+  }
   return out;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
-// The whole public API of the resnet library.
+// The public API of the resnet library. Decoding image files is in
+// <resnet/image.h>, which needs stb_image.
 
 #include <resnet/blocks.h>
 #include <resnet/device.h>
@@ -8,4 +9,6 @@
 #include <resnet/network.h>
 #include <resnet/norm.h>
 #include <resnet/options.h>
+#include <resnet/transforms.h>
 #include <resnet/version.h>
+#include <resnet/weights.h>

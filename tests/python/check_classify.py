@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""End-to-end test of examples/classify.cpp against torchvision.
+
+    check_classify.py --classify build/examples/classify --work DIR
+
+Makes small images and a resnet18 checkpoint with random weights, runs the
+classifier, and compares its top-5 classes and probabilities with what
+torchvision computes from the same pixels with the same transform (resize the
+shorter side to 256 with antialiasing, centre crop 224, normalize). Also
+checks that bad images, bad checkpoints and a wrong architecture fail with a
+clear message. Exit status 0 when everything holds.
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+import export_torchvision as export  # noqa: E402
+
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def make_images(work):
+    g = torch.Generator().manual_seed(3)
+    h, w = 200, 300
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    smooth = torch.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (h + w)])
+    noise = torch.randint(0, 60, (3, h, w), generator=g)
+    rgb = (smooth + noise).clamp(0, 255).to(torch.uint8)
+    Image.fromarray(rgb.permute(1, 2, 0).numpy()).save(os.path.join(work, "rgb.png"))
+    grey = rgb[0].contiguous()
+    Image.fromarray(grey.numpy(), mode="L").save(os.path.join(work, "grey.png"))
+    Image.fromarray(rgb.permute(1, 2, 0).numpy()).save(os.path.join(work, "photo.jpg"))
+    with open(os.path.join(work, "broken.png"), "w") as f:
+        f.write("not an image\n")
+
+
+def reference(model, path, k=5):
+    img = TF.pil_to_tensor(Image.open(path).convert("RGB")).float()
+    img = TF.resize(img, 256, antialias=True)
+    img = TF.center_crop(img, 224)
+    x = TF.normalize(img / 255.0, MEAN, STD).unsqueeze(0)
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)[0]
+    v, i = p.topk(k)
+    return [(int(c), float(q)) for q, c in zip(v, i)]
+
+
+def parse(stdout):
+    """{image: [(class, probability), ...]} from classify's output."""
+    out, current = {}, None
+    for line in stdout.splitlines():
+        if not line.startswith(" "):
+            current = line.strip()
+            out[current] = []
+        else:
+            fields = line.split()
+            out[current].append((int(fields[2]), float(fields[1])))
+    return out
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    print("+ " + " ".join(cmd) + f"  -> {r.returncode}")
+    return r
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--classify", required=True)
+    p.add_argument("--work", required=True)
+    args = p.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    make_images(args.work)
+
+    model = export.build("resnet18", seed=5)
+    export.randomize_batch_norm(model, 5)
+    with torch.no_grad():
+        model.fc.weight.mul_(40)  # a peaked distribution: a stable ranking
+    ckpt = os.path.join(args.work, "resnet18.pt")
+    export.save(model, ckpt, "dict")
+    model.eval()
+
+    images = [os.path.join(args.work, n) for n in ("rgb.png", "grey.png", "photo.jpg")]
+    r = run([args.classify, "--weights", ckpt, "--arch", "resnet18", "--topk", "5",
+             "--device", "cpu"] + images)
+    check(r.returncode == 0, "classify exits 0 on good input: " + r.stderr.strip())
+    got = parse(r.stdout)
+    print(r.stdout)
+    for path in images[:2]:  # lossless: the same pixels on both sides
+        want = reference(model, path)
+        have = got.get(path, [])
+        check([c for c, _ in have] == [c for c, _ in want],
+              f"{os.path.basename(path)}: top-5 classes {[c for c, _ in have]} "
+              f"== torchvision's {[c for c, _ in want]}")
+        diff = max((abs(a[1] - b[1]) for a, b in zip(have, want)), default=1)
+        check(diff <= 1e-4, f"{os.path.basename(path)}: probabilities within "
+              f"{diff:.2g} of torchvision's (<= 1e-4)")
+    jpeg = got.get(images[2], [])
+    check(len(jpeg) == 5 and all(0 <= q <= 1 for _, q in jpeg)
+          and sum(q for _, q in jpeg) <= 1 + 1e-6,
+          "photo.jpg: five classes with probabilities")
+    names = open(os.path.join(os.path.dirname(__file__), "..", "..", "examples",
+                              "data", "imagenet_classes.txt")).read().splitlines()
+    first = r.stdout.splitlines()[1] if r.stdout else ""
+    check(names[got[images[0]][0][0]] in first, "class names are printed")
+
+    bad = run([args.classify, "--weights", ckpt, "--arch", "resnet18",
+               os.path.join(args.work, "broken.png"), os.path.join(args.work, "none.png")])
+    check(bad.returncode == 1 and bad.stderr.count("cannot decode image") == 2,
+          "undecodable and missing images are reported: " + bad.stderr.strip())
+    wrong = run([args.classify, "--weights", ckpt, "--arch", "resnet34", images[0]])
+    check(wrong.returncode == 1 and "cannot load" in wrong.stderr
+          and "layer1.2.conv1.weight" in wrong.stderr,
+          "a checkpoint of another architecture is refused")
+    notckpt = run([args.classify, "--weights", images[0], "--arch", "resnet18", images[0]])
+    check(notckpt.returncode == 1 and "not a PyTorch checkpoint" in notckpt.stderr,
+          "an image given as checkpoint is refused: " + notckpt.stderr.strip())
+    usage = run([args.classify, "--weights", ckpt, images[0]])
+    check(usage.returncode == 2 and "--arch" in usage.stderr, "missing --arch is a usage error")
+
+    print(f"{len(failures)} failed" if failures else "all classify checks passed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
