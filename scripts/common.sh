@@ -10,7 +10,8 @@ RESNET_BUILD_ROOT=${RESNET_BUILD_ROOT:-$RESNET_ROOT/build}
 # Debian packages for building and testing against Debian's LibTorch 1.13.
 RESNET_APT_PACKAGES=(
   cmake ninja-build g++ ccache git
-  libtorch-dev libgtest-dev libstb-dev pkg-config
+  libtorch-dev libgtest-dev libstb-dev zlib1g-dev pkg-config
+  dataset-fashion-mnist gnuplot-nox
   python3 python3-venv python3-torch python3-torchvision
 )
 

@@ -9,13 +9,10 @@
 namespace {
 
 using resnet::ResNetOptions;
+using resnet_test::contains;
 using resnet_test::count_parameters;
 using resnet_test::error_of;
 using resnet_test::relative_error;
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
 
 // A resnet18 of width 8 instead of 64: fast enough for many CPU tests.
 resnet::ResNet<resnet::BasicBlock<>> tiny_resnet18(int64_t classes = 5) {

@@ -14,12 +14,9 @@ namespace {
 namespace fs = std::filesystem;
 using resnet::LoadOptions;
 using resnet::ResNetOptions;
+using resnet_test::contains;
 using resnet_test::error_of;
 using resnet_test::relative_error;
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
 
 // A fresh folder under the build tree for one test.
 fs::path work_dir(const std::string& name) {

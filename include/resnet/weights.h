@@ -8,6 +8,7 @@
 #include <torch/arg.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/serialization/import.h>
+#include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 #include <torch/serialize.h>
@@ -139,7 +140,8 @@ inline void write_file_atomically(
     const std::vector<char>& bytes) {
   std::string tmp = path + ".tmp";
 #if defined(__unix__) || defined(__APPLE__)
-  tmp += "." + std::to_string(::getpid());
+  tmp += ".";
+  tmp += std::to_string(::getpid());
 #endif
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   TORCH_CHECK(f, "resnet: cannot open '", tmp, "' for writing");
@@ -408,20 +410,62 @@ LoadReport load_state_dict(
   return load_state_dict(*model, source, options);
 }
 
-/// Writes named tensors as a dict that Python opens with `torch.load(path)`
-/// (and `torchvision`'s `model.load_state_dict(...)` accepts). Tensors are
-/// saved from the CPU; the write is atomic.
-inline void save_state_dict(const StateDict& state, const std::string& path) {
-  c10::Dict<std::string, torch::Tensor> dict;
+namespace detail {
+
+/// The bytes of torch.save's zip format holding a plain dict of `state`.
+/// Unlike torch::pickle_save it writes no TorchScript type tags, which
+/// Python's torch.load(weights_only=True) (the default since PyTorch 2.6)
+/// refuses.
+inline std::vector<char> pickle_state_dict(const StateDict& state) {
+  c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
   for (const auto& item : state) {
     TORCH_CHECK(
         item.second.defined(),
         "resnet: cannot save undefined tensor '",
         item.first,
         "'");
-    dict.insert(item.first, item.second.detach().to(torch::kCPU).contiguous());
+    dict.insert(
+        item.first, item.second.detach().to(torch::kCPU).contiguous().clone());
   }
-  detail::write_file_atomically(path, torch::pickle_save(c10::IValue(dict)));
+  std::vector<char> pickled;
+  torch::jit::Pickler pickler(
+      [&](const char* data, size_t size) {
+        pickled.insert(pickled.end(), data, data + size);
+      },
+      /*tensor_table=*/nullptr,
+      /*type_renamer=*/nullptr,
+      /*memoized_class_types=*/nullptr,
+      /*get_tensor_id=*/nullptr,
+      /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(c10::IValue(dict));
+  pickler.stop();
+
+  std::vector<char> archive;
+  caffe2::serialize::PyTorchStreamWriter writer(
+      [&](const void* data, size_t size) -> size_t {
+        const auto* bytes = static_cast<const char*>(data);
+        archive.insert(archive.end(), bytes, bytes + size);
+        return size;
+      });
+  const auto& tensors = pickler.tensorData();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto data = torch::jit::getWriteableTensorData(tensors[i]);
+    writer.writeRecord(
+        "data/" + std::to_string(i), data.data(), data.sizeInBytes());
+  }
+  writer.writeRecord("data.pkl", pickled.data(), pickled.size());
+  writer.writeEndOfFile();
+  return archive;
+}
+
+} // namespace detail
+
+/// Writes named tensors as a dict that Python opens with `torch.load(path)`
+/// (also with weights_only=True) and torchvision's `model.load_state_dict`
+/// accepts. Tensors are saved from the CPU; the write is atomic.
+inline void save_state_dict(const StateDict& state, const std::string& path) {
+  detail::write_file_atomically(path, detail::pickle_state_dict(state));
 }
 
 /// Writes `module`'s parameters and buffers (see `state_dict`).

@@ -20,7 +20,8 @@ def main():
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--io", required=True)
     args = p.parse_args()
-    state = torch.load(args.checkpoint)
+    # weights_only: what a careful user (and PyTorch >= 2.6 by default) does.
+    state = torch.load(args.checkpoint, weights_only=True)
     if not isinstance(state, dict):
         sys.exit(f"expected a dict, torch.load gave {type(state).__name__}")
     model = getattr(torchvision.models, args.arch)()

@@ -24,6 +24,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples
 import export_torchvision as export  # noqa: E402
 
 
+def projection(cin, cout, stride):
+    """The 1x1 convolution and batch norm where a block changes shape, or
+    an empty Sequential (the identity)."""
+    if stride == 1 and cin == cout:
+        return nn.Sequential()
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
 class CifarBasic(nn.Module):
     expansion = 1
 
@@ -33,10 +41,7 @@ class CifarBasic(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+        self.shortcut = projection(cin, planes, stride)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -56,10 +61,7 @@ class CifarBottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+        self.shortcut = projection(cin, out, stride)
 
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)))

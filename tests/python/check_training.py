@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""End-to-end tests of examples/train_classifier.cpp.
+
+    check_training.py --train build/examples/train_classifier --work DIR
+
+Makes small datasets in every supported format, and checks that: a model
+learns (loss falls, accuracy far above chance) on them and on a subset of the
+real Fashion-MNIST when it is installed; the metrics CSV, the curves picture,
+the checkpoints and summary.json are written and parse; a run stopped part-way
+(by --stop-after or by Ctrl-C) and resumed takes exactly the steps an
+uninterrupted run takes; missing and malformed datasets fail with a clear
+message. Exit status 0 when everything holds.
+"""
+import argparse
+import csv
+import gzip
+import json
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import torch
+from PIL import Image
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what, flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def pattern(label, size, rng, channels=1):
+    """An image whose class shows as a bright block at a class-specific place."""
+    px = [[rng.randint(0, 60) for _ in range(size * size)] for _ in range(channels)]
+    cells = 4
+    cell = size // cells
+    r, c = divmod(label % (cells * cells), cells)
+    for ch in range(channels):
+        for y in range(r * cell, r * cell + cell):
+            for x in range(c * cell, c * cell + cell):
+                px[ch][y * size + x] = 200 + rng.randint(0, 55)
+    return px
+
+
+def write_idx(folder, prefix, n, rng, gz):
+    images = bytearray(struct.pack(">IIII", 0x803, n, 28, 28))
+    labels = bytearray(struct.pack(">II", 0x801, n))
+    for i in range(n):
+        label = i % 10
+        images += bytes(pattern(label, 28, rng)[0])
+        labels.append(label)
+    opener = gzip.open if gz else open
+    suffix = ".gz" if gz else ""
+    with opener(os.path.join(folder, f"{prefix}-images-idx3-ubyte{suffix}"), "wb") as f:
+        f.write(images)
+    with opener(os.path.join(folder, f"{prefix}-labels-idx1-ubyte{suffix}"), "wb") as f:
+        f.write(labels)
+
+
+def make_mnist(folder, gz, n_train=800, n_test=200):
+    os.makedirs(folder, exist_ok=True)
+    rng = random.Random(1)
+    write_idx(folder, "train", n_train, rng, gz)
+    write_idx(folder, "t10k", n_test, rng, gz)
+
+
+def make_cifar(folder):
+    os.makedirs(folder, exist_ok=True)
+    rng = random.Random(2)
+    for name, n in [("data_batch_1.bin", 300), ("data_batch_2.bin", 300), ("test_batch.bin", 200)]:
+        with open(os.path.join(folder, name), "wb") as f:
+            for i in range(n):
+                label = i % 10
+                f.write(bytes([label]))
+                for ch in pattern(label, 32, rng, channels=3):
+                    f.write(bytes(ch))
+
+
+def make_folder(folder):
+    rng = random.Random(3)
+    for split, n in [("train", 40), ("test", 12)]:
+        for label, name in enumerate(["circle", "square", "stripe"]):
+            d = os.path.join(folder, split, name)
+            os.makedirs(d, exist_ok=True)
+            for i in range(n):
+                px = pattern(label * 5, 24, rng, channels=3)
+                data = bytes(v for p in zip(*px) for v in p)
+                Image.frombytes("RGB", (24, 24), data).save(os.path.join(d, f"{i:03d}.png"))
+
+
+class Trainer:
+    def __init__(self, exe, work):
+        self.exe, self.work = exe, work
+
+    def run(self, out, *args, expect=0, env=None):
+        cmd = [self.exe, "--out", os.path.join(self.work, out), "--threads", "2"] + list(args)
+        t = time.time()
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        print(f"+ {' '.join(cmd)}  -> {r.returncode} ({time.time() - t:.1f} s)", flush=True)
+        if r.returncode != expect:
+            print(r.stdout[-3000:], r.stderr[-3000:])
+        return r
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def steps(out):
+    return {int(r["step"]): float(r["loss"]) for r in read_csv(os.path.join(out, "steps.csv"))}
+
+
+def same_steps(reference, resumed, first, what):
+    common = [s for s in resumed if s >= first]
+    worst = max((abs(resumed[s] - reference[s]) / max(abs(reference[s]), 1e-12)
+                 for s in common), default=1.0)
+    check(len(common) > 0 and all(s in reference for s in common) and worst <= 1e-5,
+          f"{what}: steps {first}..{max(common, default=0)} after resuming match the "
+          f"uninterrupted run (worst relative difference {worst:.2g})")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--train", required=True)
+    p.add_argument("--work", required=True)
+    args = p.parse_args()
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+    w = lambda *parts: os.path.join(args.work, *parts)  # noqa: E731
+    t = Trainer(args.train, args.work)
+
+    make_mnist(w("mnist"), gz=False)
+    make_mnist(w("mnist-gz"), gz=True)
+    make_cifar(w("cifar"))
+    make_folder(w("images"))
+
+    # Learning, outputs, and the format of each.
+    r = t.run("mnist-run", "--data", w("mnist"), "--epochs", "3", "--batch-size", "64")
+    check(r.returncode == 0, "trains on an MNIST-format folder")
+    out = w("mnist-run")
+    rows = read_csv(os.path.join(out, "metrics.csv")) if r.returncode == 0 else []
+    check(len(rows) == 3, f"metrics.csv has one row per epoch ({len(rows)})")
+    if len(rows) == 3:
+        check(float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]),
+              f"training loss falls ({rows[0]['train_loss']} -> {rows[-1]['train_loss']})")
+        check(float(rows[-1]["test_accuracy"]) > 0.9,
+              f"test accuracy {rows[-1]['test_accuracy']} > 0.9 (chance 0.1)")
+    with open(os.path.join(out, "curves.png"), "rb") as f:
+        check(f.read(8) == b"\x89PNG\r\n\x1a\n", "curves.png is a PNG picture")
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    check(summary["arch"] == "resnet20" and summary["epochs"] == 3
+          and 0.9 < summary["test_accuracy"] <= 1 and summary["seconds"] > 0
+          and len(summary["confusion_matrix"]) == 10
+          and sum(map(sum, summary["confusion_matrix"])) == 200,
+          "summary.json holds arch, epochs, test_accuracy, seconds, the confusion matrix")
+    check("per-class test accuracy" in r.stdout and "confusion matrix" in r.stdout,
+          "the report prints per-class accuracy and the confusion matrix")
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(os.path.join(out, name), weights_only=True)
+        check(isinstance(state, dict) and list(state["fc.weight"].shape) == [10, 64]
+              and state["conv1.weight"].shape[1] == 1,
+              f"{name} opens in Python: a state dict with fc.weight [10, 64]")
+
+    r = t.run("gz-run", "--data", w("mnist-gz"), "--dataset", "mnist", "--epochs", "1")
+    check(r.returncode == 0, "reads gzipped IDX files")
+    r = t.run("cifar-run", "--data", w("cifar"), "--epochs", "3", "--batch-size", "32")
+    s = json.load(open(w("cifar-run", "summary.json"))) if r.returncode == 0 else {}
+    check(r.returncode == 0 and "cifar10" in r.stdout and s.get("test_accuracy", 0) > 0.5,
+          f"trains on CIFAR-10 binary files (accuracy {s.get('test_accuracy')})")
+    r = t.run("folder-run", "--data", w("images"), "--epochs", "4", "--batch-size", "16")
+    s = json.load(open(w("folder-run", "summary.json"))) if r.returncode == 0 else {}
+    check(r.returncode == 0 and s.get("classes") == ["circle", "square", "stripe"]
+          and s.get("test_accuracy", 0) > 0.6,
+          f"trains on an image folder (accuracy {s.get('test_accuracy')})")
+
+    if os.path.isdir(FASHION):
+        r = t.run("fashion", "--train-limit", "4000", "--test-limit", "1000", "--epochs", "2")
+        s = json.load(open(w("fashion", "summary.json"))) if r.returncode == 0 else {}
+        check(r.returncode == 0 and "fashion-mnist" in r.stdout and s.get("test_accuracy", 0) > 0.6,
+              f"learns Fashion-MNIST from 4000 images (accuracy {s.get('test_accuracy')})")
+    else:
+        check(False, f"{FASHION} is missing: install dataset-fashion-mnist")
+
+    # Resuming: the same steps as an uninterrupted run.
+    common = ["--data", w("mnist"), "--epochs", "2", "--batch-size", "64", "--seed", "7"]
+    t.run("full", *common)
+    reference = steps(w("full"))
+    r = t.run("stopped", *common, "--stop-after", "17")
+    check(r.returncode == 0 and "stopped at step 17" in r.stdout, "--stop-after stops and saves")
+    r = t.run("stopped", *common, "--resume")
+    check(r.returncode == 0 and "resuming" in r.stdout, "--resume continues")
+    same_steps(reference, steps(w("stopped")), 18, "--stop-after 17")
+    final = json.load(open(w("full", "summary.json")))["test_accuracy"]
+    resumed = json.load(open(w("stopped", "summary.json")))["test_accuracy"]
+    check(final == resumed, f"the resumed run ends at the same accuracy ({final} == {resumed})")
+
+    # Ctrl-C: a checkpoint, exit status 130, and a resume that matches.
+    out = w("interrupted")
+    cmd = [args.train, "--out", out, "--threads", "2"] + common
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = os.path.join(out, "steps.csv")
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(log) and len(open(log).read().splitlines()) > 6:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=120)
+    check(proc.returncode == 130 and "interrupted at step" in stdout,
+          f"Ctrl-C saves a checkpoint and exits 130 (got {proc.returncode})")
+    state = json.load(open(os.path.join(out, "last_state.json")))
+    stopped_at = state["step"]
+    r = t.run("interrupted", *common, "--resume")
+    same_steps(reference, steps(out), stopped_at + 1, f"Ctrl-C at step {stopped_at}")
+    r = t.run("interrupted", *common[:-2], "--seed", "8", "--resume", expect=1)
+    check(r.returncode == 1 and "cannot resume" in r.stderr and "seed" in r.stderr,
+          "resuming with other settings is refused")
+
+    # Bad datasets: a clear message naming the path.
+    os.makedirs(w("empty"), exist_ok=True)
+    os.makedirs(w("truncated"), exist_ok=True)
+    for name in os.listdir(w("mnist")):
+        data = open(w("mnist", name), "rb").read()
+        open(w("truncated", name), "wb").write(data[:len(data) // 2] if "train-images" in name else data)
+    os.makedirs(w("badmagic"), exist_ok=True)
+    for name in os.listdir(w("mnist")):
+        data = open(w("mnist", name), "rb").read()
+        open(w("badmagic", name), "wb").write(b"\0\0\x09\x99" + data[4:] if "t10k-labels" in name else data)
+    os.makedirs(w("badgz"), exist_ok=True)
+    for name in os.listdir(w("mnist-gz")):
+        data = open(w("mnist-gz", name), "rb").read()
+        open(w("badgz", name), "wb").write(data[: len(data) // 3] if "train-images" in name else data)
+    os.makedirs(w("badcifar"), exist_ok=True)
+    for name in os.listdir(w("cifar")):
+        data = open(w("cifar", name), "rb").read()
+        open(w("badcifar", name), "wb").write(data[:-5] if name == "test_batch.bin" else data)
+    cases = [
+        (["--data", w("nowhere")], 1, "no such folder"),
+        (["--data", w("empty")], 1, "cannot tell the format"),
+        (["--data", w("truncated"), "--dataset", "mnist"], 1, "expected 800 images of 28x28"),
+        (["--data", w("badmagic")], 1, "not an IDX label file"),
+        (["--data", w("badgz")], 1, "cannot decompress"),
+        (["--data", w("badcifar")], 1, "expected records of 3073 bytes"),
+        (["--data", w("images"), "--dataset", "imagenet"], 2, "--dataset expects"),
+        (["--data", w("mnist"), "--epochs", "0"], 2, "--epochs expects a number >= 1"),
+    ]
+    for extra, code, message in cases:
+        r = t.run("bad", *extra, expect=code)
+        check(r.returncode == code and message in r.stderr
+              and (code == 2 or extra[1] in r.stderr),
+              f"{' '.join(extra[1:])}: exit {r.returncode}, '{message}'")
+
+    print(f"{len(failures)} failed" if failures else "all training checks passed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
