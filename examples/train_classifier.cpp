@@ -2,7 +2,7 @@
 //
 //   train_classifier [--data DIR] [--dataset
 //   fashion-mnist|mnist|cifar10|folder]
-//                    [--arch resnet20] [--epochs 6] [--batch-size 128] [--lr
+//                    [--arch resnet20] [--epochs 5] [--batch-size 128] [--lr
 //                    0.1]
 //                    [--device cpu|cuda] [--threads N] [--seed 0] [--out DIR]
 //                    [--resume] [--train-limit N] ...      (--help lists all)
@@ -70,7 +70,7 @@ struct Args {
   std::string stem = "auto";
   std::string device;
   std::string out = "runs/train";
-  int64_t epochs = 6;
+  int64_t epochs = 5;
   int64_t batch_size = 128;
   double lr = 0.1;
   double momentum = 0.9;
@@ -96,7 +96,7 @@ const char* kUsage = R"(usage: train_classifier [options]
   --dataset NAME         fashion-mnist | mnist | cifar10 | folder (default: guessed)
   --arch NAME            any of resnet::architectures() (default resnet20)
   --stem auto|cifar|imagenet   auto: cifar for images up to 64 pixels
-  --epochs N             (default 6)
+  --epochs N             (default 5)
   --batch-size N         (default 128)
   --lr X                 peak learning rate (default 0.1)
   --momentum X           (default 0.9)        --no-nesterov

@@ -12,7 +12,7 @@ RESNET_APT_PACKAGES=(
   cmake ninja-build g++ ccache git
   libtorch-dev libgtest-dev libstb-dev zlib1g-dev pkg-config
   dataset-fashion-mnist gnuplot-nox
-  python3 python3-venv python3-torch python3-torchvision
+  python3 python3-venv python3-torch python3-torchvision python3-pil
 )
 
 as_root() {
