@@ -110,6 +110,17 @@ class Trainer:
         return r
 
 
+def damaged_copy(src, dst, name_part, damage):
+    """Copies the folder `src` to `dst`, damaging the file whose name
+    contains `name_part`."""
+    os.makedirs(dst, exist_ok=True)
+    for name in os.listdir(src):
+        with open(os.path.join(src, name), "rb") as f:
+            data = f.read()
+        with open(os.path.join(dst, name), "wb") as f:
+            f.write(damage(data) if name_part in name else data)
+
+
 def read_csv(path):
     with open(path) as f:
         return list(csv.DictReader(f))
@@ -227,22 +238,10 @@ def main():
 
     # Bad datasets: a clear message naming the path.
     os.makedirs(w("empty"), exist_ok=True)
-    os.makedirs(w("truncated"), exist_ok=True)
-    for name in os.listdir(w("mnist")):
-        data = open(w("mnist", name), "rb").read()
-        open(w("truncated", name), "wb").write(data[:len(data) // 2] if "train-images" in name else data)
-    os.makedirs(w("badmagic"), exist_ok=True)
-    for name in os.listdir(w("mnist")):
-        data = open(w("mnist", name), "rb").read()
-        open(w("badmagic", name), "wb").write(b"\0\0\x09\x99" + data[4:] if "t10k-labels" in name else data)
-    os.makedirs(w("badgz"), exist_ok=True)
-    for name in os.listdir(w("mnist-gz")):
-        data = open(w("mnist-gz", name), "rb").read()
-        open(w("badgz", name), "wb").write(data[: len(data) // 3] if "train-images" in name else data)
-    os.makedirs(w("badcifar"), exist_ok=True)
-    for name in os.listdir(w("cifar")):
-        data = open(w("cifar", name), "rb").read()
-        open(w("badcifar", name), "wb").write(data[:-5] if name == "test_batch.bin" else data)
+    damaged_copy(w("mnist"), w("truncated"), "train-images", lambda d: d[: len(d) // 2])
+    damaged_copy(w("mnist"), w("badmagic"), "t10k-labels", lambda d: b"\0\0\x09\x99" + d[4:])
+    damaged_copy(w("mnist-gz"), w("badgz"), "train-images", lambda d: d[: len(d) // 3])
+    damaged_copy(w("cifar"), w("badcifar"), "test_batch", lambda d: d[:-5])
     cases = [
         (["--data", w("nowhere")], 1, "no such folder"),
         (["--data", w("empty")], 1, "cannot tell the format"),
