@@ -30,9 +30,7 @@
 #include <resnet/image.h>
 #include <resnet/resnet.h>
 
-#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
-#include <torch/version.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -830,39 +828,6 @@ RunState load_checkpoint(
 
 // ------------------------------------------------------------ the model --
 
-// bf16 autocast on CUDA for the forward pass.
-class Autocast {
- public:
-  explicit Autocast(bool on) : on_(on) {
-    if (!on_) {
-      return;
-    }
-#if TORCH_VERSION_MAJOR >= 2
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-#else
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
-#endif
-  }
-  ~Autocast() {
-    if (!on_) {
-      return;
-    }
-#if TORCH_VERSION_MAJOR >= 2
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-#else
-    at::autocast::set_enabled(false);
-#endif
-    at::autocast::clear_cache();
-  }
-  Autocast(const Autocast&) = delete;
-  Autocast& operator=(const Autocast&) = delete;
-
- private:
-  bool on_;
-};
-
 struct Evaluation {
   double loss = 0;
   double accuracy = 0;
@@ -895,7 +860,8 @@ Evaluation evaluate(
     const auto y = split.labels.slice(0, i, i + m).to(device);
     torch::Tensor logits;
     {
-      Autocast autocast(cuda_fast);
+      // bf16 autocast on CUDA for the forward pass.
+      resnet::Autocast autocast(torch::kCUDA, torch::kBFloat16, cuda_fast);
       logits = model->forward(x);
     }
     logits = logits.to(torch::kFloat);
@@ -962,11 +928,7 @@ int main(int argc, char** argv) try {
           cifar_stem ? resnet::Stem::Cifar : resnet::Stem::ImageNet));
   model->to(device);
   if (cuda) {
-    for (auto& p : model->parameters()) {
-      if (p.dim() == 4) {
-        p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
-      }
-    }
+    resnet::to_channels_last(*model);
   }
   torch::optim::SGD optimizer(
       model->parameters(),
@@ -1060,7 +1022,7 @@ int main(int argc, char** argv) try {
       optimizer.zero_grad();
       torch::Tensor logits;
       {
-        Autocast autocast(cuda);
+        resnet::Autocast autocast(torch::kCUDA, torch::kBFloat16, cuda);
         logits = model->forward(x);
       }
       logits = logits.to(torch::kFloat);

@@ -7,8 +7,6 @@
 #include <resnet/options.h>
 
 #include <torch/nn/cloneable.h>
-#include <torch/nn/functional/activation.h>
-#include <torch/nn/functional/padding.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
@@ -68,6 +66,24 @@ inline void check_block_options(const BlockOptions& o, const char* block) {
       o.base_width());
 }
 
+/// The parameter-free shortcut ("option A" of He et al.): every `stride`-th
+/// pixel of `x`, its channels zero-padded to `out_channels`, half the new
+/// channels on each side.
+inline torch::Tensor zero_pad_shortcut(
+    const torch::Tensor& x,
+    int64_t stride,
+    int64_t out_channels) {
+  using torch::indexing::Slice;
+  const auto sub = x.index(
+      {Slice(),
+       Slice(),
+       Slice(0, c10::nullopt, stride),
+       Slice(0, c10::nullopt, stride)});
+  const int64_t extra = out_channels - x.size(1);
+  return torch::constant_pad_nd(
+      sub, {0, 0, 0, 0, extra / 2, extra - extra / 2});
+}
+
 /// The shortcut of a block whose output shape differs from its input's:
 /// either a registered `downsample` projection, or parameter-free zero
 /// padding. `identity()` applies whichever the block has.
@@ -109,16 +125,7 @@ class BlockShortcut {
     if (!zero_pad_) {
       return x;
     }
-    namespace F = torch::nn::functional;
-    using torch::indexing::Slice;
-    auto sub = x.index(
-        {Slice(),
-         Slice(),
-         Slice(0, c10::nullopt, stride_),
-         Slice(0, c10::nullopt, stride_)});
-    const int64_t extra = out_channels_ - x.size(1);
-    return F::pad(
-        sub, F::PadFuncOptions({0, 0, 0, 0, extra / 2, extra - extra / 2}));
+    return zero_pad_shortcut(x, stride_, out_channels_);
   }
 
   /// The projection, or empty when the block has none.
@@ -168,10 +175,12 @@ class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl<NormT>> {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
-    auto out = torch::relu(bn1(conv1(x)));
+    // In-place ReLU and addition on fresh intermediate tensors, as
+    // torchvision does: fewer allocations, and autograd allows it.
+    auto out = bn1(conv1(x)).relu_();
     out = bn2(conv2(out));
     out += shortcut_.identity(x);
-    return torch::relu(out);
+    return out.relu_();
   }
 
   /// Zeroes the scale of the last normalization layer (`bn2`).
@@ -240,11 +249,11 @@ class BottleneckImpl : public torch::nn::Cloneable<BottleneckImpl<NormT>> {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
-    auto out = torch::relu(bn1(conv1(x)));
-    out = torch::relu(bn2(conv2(out)));
+    auto out = bn1(conv1(x)).relu_();
+    out = bn2(conv2(out)).relu_();
     out = bn3(conv3(out));
     out += shortcut_.identity(x);
-    return torch::relu(out);
+    return out.relu_();
   }
 
   /// Zeroes the scale of the last normalization layer (`bn3`).

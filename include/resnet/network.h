@@ -297,7 +297,7 @@ class ResNetImpl : public ResNetBaseImpl {
 
   torch::Tensor forward_stem(const torch::Tensor& x) {
     check_input(x);
-    auto out = torch::relu(bn1(conv1(x)));
+    auto out = bn1(conv1(x)).relu_();
     return maxpool.is_empty() ? out : maxpool(out);
   }
 

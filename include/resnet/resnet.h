@@ -4,11 +4,14 @@
 // <resnet/image.h>, which needs stb_image.
 
 #include <resnet/blocks.h>
+#include <resnet/cuda_graph.h>
 #include <resnet/device.h>
+#include <resnet/inference.h>
 #include <resnet/models.h>
 #include <resnet/network.h>
 #include <resnet/norm.h>
 #include <resnet/options.h>
+#include <resnet/precision.h>
 #include <resnet/transforms.h>
 #include <resnet/version.h>
 #include <resnet/weights.h>

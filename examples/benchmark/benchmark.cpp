@@ -1,0 +1,363 @@
+// Measures how fast a ResNet runs: inference or training iterations on
+// synthetic data, images per second and milliseconds per iteration.
+//
+//   resnet_benchmark --arch resnet50 --batch 32 --size 224 --mode infer
+//                    [--device cpu|cuda] [--dtype fp32|bf16|fp16]
+//                    [--channels-last] [--fuse] [--cuda-graph] [--threads N]
+//                    [--warmup 3] [--iters 20] [--json]   (--help lists all)
+//
+// A training iteration is forward, cross-entropy, backward and an SGD step
+// (momentum 0.9, weight decay 1e-4); bf16/fp16 training runs under autocast
+// (fp16 with loss scaling). Inference runs in inference mode; bf16/fp16
+// inference casts the network and the input. examples/benchmark/
+// torchvision_bench.py runs the same workload in Python with torchvision and
+// compare.sh runs both.
+//
+// Build it alone against an installed resnet package:
+//   find_package(resnet CONFIG REQUIRED)
+//   add_executable(resnet_benchmark benchmark.cpp)
+//   target_link_libraries(resnet_benchmark PRIVATE resnet::resnet)
+
+#include <resnet/cuda_graph.h>
+#include <resnet/inference.h>
+#include <resnet/precision.h>
+#include <resnet/resnet.h>
+
+#include <torch/torch.h>
+
+#if RESNET_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+const char* kUsage = R"(usage: resnet_benchmark [options]
+  --arch NAME        architecture (default resnet18; see resnet::architectures)
+  --batch N          images per iteration (default 1)
+  --size HW          image height and width (default 224)
+  --mode M           infer or train (default infer)
+  --device D         cpu, cuda or cuda:N (default: cuda if available)
+  --dtype T          fp32, bf16 or fp16 (default fp32; fp16 needs cuda)
+  --channels-last    network and input in channels_last memory format
+  --fuse             fold batch norms into convolutions (inference)
+  --cuda-graph       capture one iteration as a CUDA graph, replay it (inference)
+  --stem S           auto, imagenet or cifar (default auto: cifar below 64x64)
+  --classes N        classifier outputs (default 1000, 10 with the cifar stem)
+  --threads N        CPU threads (default $OMP_NUM_THREADS, else all cores)
+  --warmup N         untimed iterations first (default 3)
+  --iters N          timed iterations (default 20)
+  --json             print one JSON object instead of text
+)";
+
+struct Args {
+  std::string arch = "resnet18";
+  int64_t batch = 1;
+  int64_t size = 224;
+  std::string mode = "infer";
+  std::string device;
+  std::string dtype = "fp32";
+  bool channels_last = false;
+  bool fuse = false;
+  bool cuda_graph = false;
+  std::string stem = "auto";
+  int64_t classes = 0;
+  int64_t threads = 0;
+  int64_t warmup = 3;
+  int64_t iters = 20;
+  bool json = false;
+};
+
+[[noreturn]] void usage(const std::string& problem) {
+  std::cerr << "resnet_benchmark: " << problem << "\n" << kUsage;
+  std::exit(2);
+}
+
+int64_t whole_number(const std::string& flag, const std::string& text) {
+  try {
+    size_t used = 0;
+    const auto n = std::stoll(text, &used);
+    if (used == text.size()) {
+      return n;
+    }
+  } catch (const std::exception&) {
+  }
+  usage(flag + " expects a whole number, got '" + text + "'");
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    const auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        usage(flag + " needs a value");
+      }
+      return argv[++i];
+    };
+    if (flag == "--help" || flag == "-h") {
+      std::cout << kUsage;
+      std::exit(0);
+    } else if (flag == "--arch") {
+      a.arch = value();
+    } else if (flag == "--batch") {
+      a.batch = whole_number(flag, value());
+    } else if (flag == "--size") {
+      a.size = whole_number(flag, value());
+    } else if (flag == "--mode") {
+      a.mode = value();
+    } else if (flag == "--device") {
+      a.device = value();
+    } else if (flag == "--dtype") {
+      a.dtype = value();
+    } else if (flag == "--channels-last") {
+      a.channels_last = true;
+    } else if (flag == "--fuse") {
+      a.fuse = true;
+    } else if (flag == "--cuda-graph") {
+      a.cuda_graph = true;
+    } else if (flag == "--stem") {
+      a.stem = value();
+    } else if (flag == "--classes") {
+      a.classes = whole_number(flag, value());
+    } else if (flag == "--threads") {
+      a.threads = whole_number(flag, value());
+    } else if (flag == "--warmup") {
+      a.warmup = whole_number(flag, value());
+    } else if (flag == "--iters") {
+      a.iters = whole_number(flag, value());
+    } else if (flag == "--json") {
+      a.json = true;
+    } else {
+      usage("unknown argument '" + flag + "'");
+    }
+  }
+  if (a.batch < 1 || a.size < 1 || a.iters < 1 || a.warmup < 0 ||
+      a.threads < 0 || a.classes < 0) {
+    usage(
+        "--batch, --size and --iters must be >= 1; --warmup, --threads and "
+        "--classes >= 0");
+  }
+  if (a.mode != "infer" && a.mode != "train") {
+    usage("--mode expects infer or train, got '" + a.mode + "'");
+  }
+  if (a.dtype != "fp32" && a.dtype != "bf16" && a.dtype != "fp16") {
+    usage("--dtype expects fp32, bf16 or fp16, got '" + a.dtype + "'");
+  }
+  if (a.stem != "auto" && a.stem != "imagenet" && a.stem != "cifar") {
+    usage("--stem expects auto, imagenet or cifar, got '" + a.stem + "'");
+  }
+  if (a.mode == "train" && (a.fuse || a.cuda_graph)) {
+    usage("--fuse and --cuda-graph are for --mode infer");
+  }
+  return a;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Peak memory in MiB: the CUDA caching allocator's peak on a GPU, the
+// process's peak resident set on the CPU.
+double peak_memory_mib(const torch::Device& device) {
+#if RESNET_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats =
+        c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 20);
+  }
+#endif
+  (void)device;
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0; // KiB on Linux
+}
+
+} // namespace
+
+int main(int argc, char** argv) try {
+  const Args args = parse_args(argc, argv);
+
+  // --- setup: threads, device, precision --------------------------------
+  if (args.threads > 0) {
+    torch::set_num_threads(static_cast<int>(args.threads));
+  } else if (const char* env = std::getenv("OMP_NUM_THREADS"); env && *env) {
+    torch::set_num_threads(std::max(1, std::atoi(env)));
+  } else {
+    // Debian's LibTorch starts with one thread.
+    torch::set_num_threads(
+        static_cast<int>(std::thread::hardware_concurrency()));
+  }
+  const torch::Device device = args.device.empty()
+      ? resnet::default_device()
+      : resnet::parse_device(args.device);
+  if (device.is_cuda()) {
+    torch::globalContext().setBenchmarkCuDNN(true);
+  }
+  const auto dtype = args.dtype == "bf16" ? torch::kBFloat16
+      : args.dtype == "fp16"              ? torch::kFloat16
+                                          : torch::kFloat32;
+  TORCH_CHECK(
+      !(device.is_cpu() && dtype == torch::kFloat16),
+      "resnet_benchmark: fp16 needs --device cuda; use bf16 on the CPU");
+  TORCH_CHECK(
+      !args.cuda_graph || device.is_cuda(),
+      "resnet_benchmark: --cuda-graph needs --device cuda");
+  const bool train = args.mode == "train";
+  const bool cifar =
+      args.stem == "cifar" || (args.stem == "auto" && args.size < 64);
+  const int64_t classes = args.classes ? args.classes : cifar ? 10 : 1000;
+  const auto memory_format = args.channels_last
+      ? torch::MemoryFormat::ChannelsLast
+      : torch::MemoryFormat::Contiguous;
+
+  // --- model ------------------------------------------------------------
+  torch::manual_seed(0);
+  resnet::AnyResNet model = resnet::create(
+      args.arch,
+      resnet::ResNetOptions().num_classes(classes).stem(
+          cifar ? resnet::Stem::Cifar : resnet::Stem::ImageNet));
+  model->to(device);
+  if (args.channels_last) {
+    resnet::to_channels_last(*model);
+  }
+  model->train(train);
+
+  // --- data: random images (never zeros) and labels ---------------------
+  auto images = torch::randn({args.batch, 3, args.size, args.size}, device)
+                    .contiguous(memory_format);
+  const auto labels = torch::randint(
+      classes, {args.batch}, torch::dtype(torch::kLong).device(device));
+
+  // --- one iteration ----------------------------------------------------
+  std::function<void()> iteration;
+  std::unique_ptr<torch::optim::SGD> optimizer;
+  std::unique_ptr<resnet::GradScaler> scaler;
+  resnet::InferenceResNet fused{nullptr};
+  std::unique_ptr<resnet::CudaGraphRunner> graph;
+  if (train) {
+    optimizer = std::make_unique<torch::optim::SGD>(
+        model->parameters(),
+        torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(1e-4));
+    scaler = std::make_unique<resnet::GradScaler>(
+        resnet::GradScalerOptions().enabled(dtype == torch::kFloat16));
+    iteration = [&] {
+      for (auto& p : model->parameters()) {
+        p.mutable_grad() = torch::Tensor(); // zero_grad(set_to_none=True)
+      }
+      torch::Tensor loss;
+      {
+        resnet::Autocast autocast(
+            device.type(), dtype, /*enabled=*/dtype != torch::kFloat32);
+        loss = torch::cross_entropy_loss(model->forward(images), labels);
+      }
+      scaler->scale(loss).backward();
+      scaler->step(*optimizer);
+      scaler->update();
+    };
+  } else {
+    std::function<torch::Tensor(const torch::Tensor&)> forward;
+    if (args.fuse) {
+      fused = resnet::fuse_for_inference(*model);
+      forward = [&](const torch::Tensor& x) { return fused->forward(x); };
+    } else {
+      forward = [&](const torch::Tensor& x) { return model->forward(x); };
+    }
+    if (dtype != torch::kFloat32) {
+      resnet::cast_floating(
+          args.fuse ? static_cast<torch::nn::Module&>(*fused)
+                    : static_cast<torch::nn::Module&>(*model),
+          dtype);
+      images = images.to(dtype);
+    }
+    if (args.cuda_graph) {
+      graph = std::make_unique<resnet::CudaGraphRunner>(forward, images);
+      iteration = [&] { (*graph)(images); };
+    } else {
+      iteration = [&] {
+        c10::InferenceMode inference;
+        forward(images);
+      };
+    }
+  }
+
+  // --- measure ----------------------------------------------------------
+  const auto sync = [&] {
+    if (device.is_cuda()) {
+      torch::cuda::synchronize(device.index());
+    }
+  };
+  for (int64_t i = 0; i < args.warmup; ++i) {
+    iteration();
+  }
+  sync();
+  std::vector<double> ms;
+  for (int64_t i = 0; i < args.iters; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    iteration();
+    sync();
+    ms.push_back(std::chrono::duration<double, std::milli>(
+                     std::chrono::steady_clock::now() - start)
+                     .count());
+  }
+  const double ms_median = median(ms);
+  const double ms_min = *std::min_element(ms.begin(), ms.end());
+  const double ms_max = *std::max_element(ms.begin(), ms.end());
+  const double img_per_s = 1000.0 * args.batch / ms_median;
+  const double peak_mib = peak_memory_mib(device);
+
+  // --- report -----------------------------------------------------------
+  std::ostringstream out;
+  out << std::fixed;
+  if (args.json) {
+    const auto flag = [](bool b) { return b ? "true" : "false"; };
+    out << std::setprecision(4) << "{\"impl\": \"c++\", \"torch\": \""
+        << TORCH_VERSION << "\", \"arch\": \"" << args.arch
+        << "\", \"mode\": \"" << args.mode << "\", \"batch\": " << args.batch
+        << ", \"size\": " << args.size << ", \"stem\": \""
+        << (cifar ? "cifar" : "imagenet") << "\", \"device\": \""
+        << device.str() << "\", \"dtype\": \"" << args.dtype
+        << "\", \"channels_last\": " << flag(args.channels_last)
+        << ", \"fuse\": " << flag(args.fuse)
+        << ", \"cuda_graph\": " << flag(args.cuda_graph)
+        << ", \"threads\": " << torch::get_num_threads()
+        << ", \"iters\": " << args.iters << ", \"img_per_s\": " << img_per_s
+        << ", \"ms_median\": " << ms_median << ", \"ms_min\": " << ms_min
+        << ", \"ms_max\": " << ms_max << ", \"peak_memory_mib\": " << peak_mib
+        << "}\n";
+  } else {
+    out << std::setprecision(2) << args.arch << " " << args.mode << ", batch "
+        << args.batch << ", " << args.size << "x" << args.size << ", " << device
+        << " " << args.dtype << (args.channels_last ? " channels_last" : "")
+        << (args.fuse ? " fused" : "") << (args.cuda_graph ? " cuda-graph" : "")
+        << ", " << torch::get_num_threads() << " threads, LibTorch "
+        << TORCH_VERSION << "\n"
+        << "  " << img_per_s << " images/s\n"
+        << "  " << ms_median << " ms per iteration (median of " << args.iters
+        << "; min " << ms_min << ", max " << ms_max << ")\n"
+        << "  peak memory " << std::setprecision(0) << peak_mib << " MiB"
+        << (device.is_cuda() ? " (CUDA allocator)" : " (process RSS)") << "\n";
+  }
+  std::cout << out.str();
+  return 0;
+} catch (const c10::Error& e) {
+  std::cerr << "resnet_benchmark: " << e.what_without_backtrace() << "\n";
+  return 1;
+} catch (const std::exception& e) {
+  std::cerr << "resnet_benchmark: " << e.what() << "\n";
+  return 1;
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Runs resnet_benchmark (C++) and torchvision_bench.py (Python) on the same
+# workloads, alternating between them, and prints a table of images/s and the
+# C++/Python ratio (medians over the rounds).
+#
+#   examples/benchmark/compare.sh [--cxx PATH] [--python PATH] [--rounds 3]
+#                                 [--threads 2] [--device cpu] [--out FILE]
+#                                 [--rows cpu|gpu|quick]
+#
+# --cxx      resnet_benchmark to run (default build/debian/examples/resnet_benchmark)
+# --python   Python with the torch that LibTorch came from (default /usr/bin/python3:
+#            Debian's; use the virtual environment's python for a pip wheel)
+# --rows     cpu: the README's table; gpu: the ResNet-50 rows for a GPU;
+#            quick: two small rows (for a smoke test)
+# --out      also write every measurement as JSON lines to FILE
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+cxx=$here/../../build/debian/examples/resnet_benchmark
+python=/usr/bin/python3
+rounds=3
+threads=2
+device=cpu
+rows=cpu
+out=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cxx) cxx=$2; shift 2 ;;
+    --python) python=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --device) device=$2; shift 2 ;;
+    --rows) rows=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "compare.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+[ -x "$cxx" ] || { echo "compare.sh: no resnet_benchmark at $cxx (build it, or pass --cxx)" >&2; exit 2; }
+
+# One workload per line: the flags both programs take.
+case "$rows" in
+  cpu)
+    workloads=(
+      "--arch resnet18 --batch 1 --iters 20"
+      "--arch resnet18 --batch 8 --iters 10"
+      "--arch resnet18 --batch 32 --iters 5"
+      "--arch resnet50 --batch 1 --iters 10"
+      "--arch resnet50 --batch 8 --iters 5"
+      "--arch resnet50 --batch 32 --iters 3"
+      "--arch resnet18 --batch 1 --iters 20 --fuse"
+      "--arch resnet18 --batch 8 --iters 10 --fuse"
+      "--arch resnet18 --batch 32 --iters 5 --fuse"
+      "--arch resnet50 --batch 1 --iters 10 --fuse"
+      "--arch resnet50 --batch 8 --iters 5 --fuse"
+      "--arch resnet50 --batch 32 --iters 3 --fuse"
+      "--arch resnet18 --stem cifar --size 32 --batch 32 --mode train --iters 5"
+    ) ;;
+  gpu)
+    workloads=(
+      "--arch resnet50 --batch 256 --mode train --dtype bf16 --channels-last --iters 30 --warmup 10"
+      "--arch resnet50 --batch 1 --iters 200 --warmup 20"
+      "--arch resnet50 --batch 1 --iters 200 --warmup 20 --cuda-graph"
+      "--arch resnet50 --batch 1 --iters 200 --warmup 20 --cuda-graph --fuse"
+      "--arch resnet50 --batch 256 --dtype bf16 --channels-last --iters 50 --warmup 10"
+    ) ;;
+  quick)
+    workloads=(
+      "--arch resnet18 --size 64 --batch 2 --iters 2 --warmup 1"
+      "--arch resnet18 --size 64 --batch 2 --iters 2 --warmup 1 --fuse"
+    ) ;;
+  *) echo "compare.sh: --rows expects cpu, gpu or quick" >&2; exit 2 ;;
+esac
+
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+for ((round = 1; round <= rounds; round++)); do
+  for w in "${workloads[@]}"; do
+    # shellcheck disable=SC2086
+    "$cxx" $w --device "$device" --threads "$threads" --json >>"$results"
+    # shellcheck disable=SC2086
+    "$python" "$here/torchvision_bench.py" $w --device "$device" \
+      --threads "$threads" --json >>"$results" 2> >(grep -v -i warn >&2)
+  done
+  echo "round $round of $rounds done" >&2
+done
+[ -z "$out" ] || cp "$results" "$out"
+
+"$python" - "$results" <<'EOF'
+import json, statistics, sys
+
+runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+key = lambda r: (r["arch"], r["mode"], r["batch"], r["size"], r["dtype"],
+                 r["channels_last"], r["fuse"], r["cuda_graph"])
+rows = {}
+for r in runs:
+    rows.setdefault(key(r), {}).setdefault(r["impl"], []).append(r)
+first = runs[0]
+py = next(r for r in runs if r["impl"] == "python")
+print(f"LibTorch {first['torch']} (C++) vs torch {py['torch']} (Python), "
+      f"{first['device']}, {first['threads']} threads, "
+      f"median img/s of {len(rows[key(first)]['c++'])} alternating rounds\n")
+print("| workload | C++ img/s | Python img/s | C++ / Python |")
+print("|---|---:|---:|---:|")
+for k, by_impl in rows.items():
+    arch, mode, batch, size, dtype, cl, fuse, graph = k
+    what = f"{arch} {mode} bs{batch} {size}x{size}"
+    if by_impl["c++"][0]["stem"] == "cifar" and size >= 64:
+        what += " cifar stem"
+    if dtype != "fp32":
+        what += f" {dtype}"
+    if cl:
+        what += " channels_last"
+    if fuse:
+        what += " fused (C++) / jit.optimize_for_inference (Python)"
+    if graph:
+        what += " CUDA graph"
+    c = statistics.median(r["img_per_s"] for r in by_impl["c++"])
+    p = statistics.median(r["img_per_s"] for r in by_impl["python"])
+    print(f"| {what} | {c:.1f} | {p:.1f} | {c / p:.2f} |")
+EOF

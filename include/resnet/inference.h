@@ -1,0 +1,581 @@
+#pragma once
+
+// Faster inference: a copy of a network with every batch norm folded into the
+// convolution before it (`fuse_for_inference`), run in oneDNN's blocked
+// layout with prepacked weights on the CPU; and replaying a captured CUDA
+// graph for fixed-shape inputs (`CudaGraphRunner`, in <resnet/cuda_graph.h>).
+
+#include <resnet/network.h>
+
+#include <ATen/Config.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/options/conv.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace resnet {
+
+/// Options of `fuse_for_inference`.
+struct FuseOptions {
+  /// On the CPU in float32, run the network in oneDNN's blocked layout with
+  /// weights reordered for it once (what `torch.jit.optimize_for_inference`
+  /// does). Has no effect where LibTorch lacks oneDNN, on other devices or
+  /// dtypes; `false` runs dense tensors everywhere.
+  TORCH_ARG(bool, mkldnn) = true;
+};
+
+/// A convolution with a batch norm folded into its weight and bias. Its state
+/// is two buffers, `weight` and `bias`; nothing is trained.
+class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
+ public:
+  /// Takes the folded `weight` [out, in / groups, kh, kw] and `bias` [out]
+  /// with the convolution's geometry.
+  FusedConv2dImpl(
+      torch::Tensor folded_weight,
+      torch::Tensor folded_bias,
+      std::vector<int64_t> stride,
+      std::vector<int64_t> padding,
+      std::vector<int64_t> dilation,
+      int64_t groups)
+      : stride_(std::move(stride)),
+        padding_(std::move(padding)),
+        dilation_(std::move(dilation)),
+        groups_(groups),
+        initial_weight_(std::move(folded_weight)),
+        initial_bias_(std::move(folded_bias)) {
+    TORCH_CHECK(
+        initial_weight_.dim() == 4 && initial_bias_.dim() == 1 &&
+            initial_bias_.size(0) == initial_weight_.size(0),
+        "resnet: FusedConv2d expects weight [out, in, kh, kw] and bias [out], "
+        "got ",
+        initial_weight_.sizes(),
+        " and ",
+        initial_bias_.sizes());
+    TORCH_CHECK(
+        stride_.size() == 2 && padding_.size() == 2 && dilation_.size() == 2 &&
+            groups_ >= 1,
+        "resnet: FusedConv2d expects 2 strides, paddings and dilations and "
+        "groups >= 1");
+    reset();
+  }
+
+  void reset() override {
+    weight = register_buffer("weight", initial_weight_);
+    bias = register_buffer("bias", initial_bias_);
+    packed_ = {};
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    if (x.is_mkldnn()) {
+      prepack();
+      return at::mkldnn_convolution(
+          x,
+          packed_.weight,
+          packed_.bias,
+          padding_,
+          stride_,
+          dilation_,
+          groups_);
+    }
+    return torch::conv2d(
+        x, weight, bias, stride_, padding_, dilation_, groups_);
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "resnet::FusedConv2d(" << weight.size(1) * groups_ << ", "
+           << weight.size(0) << ", kernel_size=" << weight.size(2) << "x"
+           << weight.size(3) << ", stride=" << stride_[0] << ")";
+  }
+
+  torch::Tensor weight;
+  torch::Tensor bias;
+
+ private:
+  // The weight reordered for oneDNN, made on first use and again whenever
+  // the dense weight has been replaced (e.g. by `to()`).
+  void prepack() {
+    if (packed_.source.defined() && packed_.source.is_same(weight) &&
+        packed_.version == weight._version()) {
+      return;
+    }
+#if AT_MKLDNN_ENABLED()
+    packed_.weight = at::mkldnn_reorder_conv2d_weight(
+        weight.to_mkldnn(), padding_, stride_, dilation_, groups_);
+    packed_.bias = bias.to_mkldnn();
+    packed_.source = weight;
+    packed_.version = weight._version();
+#else
+    TORCH_CHECK(false, "resnet: this LibTorch was built without oneDNN");
+#endif
+  }
+
+  struct Packed {
+    torch::Tensor source;
+    int64_t version = -1;
+    torch::Tensor weight;
+    torch::Tensor bias;
+  };
+
+  std::vector<int64_t> stride_;
+  std::vector<int64_t> padding_;
+  std::vector<int64_t> dilation_;
+  int64_t groups_;
+  torch::Tensor initial_weight_;
+  torch::Tensor initial_bias_;
+  Packed packed_;
+};
+
+TORCH_MODULE(FusedConv2d);
+
+/// A residual block after folding: `conv1 ... convK` (ReLU between them), a
+/// shortcut (`downsample`, zero padding or identity), addition, ReLU.
+class FusedBlockImpl : public torch::nn::Cloneable<FusedBlockImpl> {
+ public:
+  /// `zero_pad_stride` > 0 marks a parameter-free zero-padding shortcut of
+  /// that stride.
+  FusedBlockImpl(
+      std::vector<FusedConv2d> block_convs,
+      FusedConv2d shortcut,
+      int64_t zero_pad_stride)
+      : initial_convs_(std::move(block_convs)),
+        initial_downsample_(std::move(shortcut)),
+        zero_pad_stride_(zero_pad_stride) {
+    TORCH_CHECK(
+        !initial_convs_.empty(), "resnet: a fused block needs a convolution");
+    reset();
+  }
+
+  void reset() override {
+    convs.clear();
+    for (size_t i = 0; i < initial_convs_.size(); ++i) {
+      convs.push_back(
+          register_module("conv" + std::to_string(i + 1), initial_convs_[i]));
+    }
+    downsample = initial_downsample_.is_empty()
+        ? nullptr
+        : register_module("downsample", initial_downsample_);
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto out = x;
+    for (size_t i = 0; i + 1 < convs.size(); ++i) {
+      out = convs[i](out);
+      out.relu_();
+    }
+    out = convs.back()(out);
+    out.add_(identity(x, out.size(1)));
+    out.relu_();
+    return out;
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "resnet::FusedBlock(convs=" << convs.size() << ")";
+  }
+
+  std::vector<FusedConv2d> convs;
+  FusedConv2d downsample{nullptr};
+
+ private:
+  torch::Tensor identity(const torch::Tensor& x, int64_t out_channels) {
+    if (!downsample.is_empty()) {
+      return downsample(x);
+    }
+    if (zero_pad_stride_ == 0) {
+      return x;
+    }
+    // oneDNN tensors cannot be sliced: pad a dense copy.
+    if (x.is_mkldnn()) {
+      return detail::zero_pad_shortcut(
+                 x.to_dense(), zero_pad_stride_, out_channels)
+          .to_mkldnn();
+    }
+    return detail::zero_pad_shortcut(x, zero_pad_stride_, out_channels);
+  }
+
+  std::vector<FusedConv2d> initial_convs_;
+  FusedConv2d initial_downsample_;
+  int64_t zero_pad_stride_;
+};
+
+TORCH_MODULE(FusedBlock);
+
+/// An inference-only ResNet made by `fuse_for_inference`: the same function
+/// as the network it came from in eval mode, with every batch norm folded
+/// into a convolution. Its state keeps torchvision's names less the norms:
+/// `conv1.weight`, `conv1.bias`, `layer1.0.conv1.weight`, ...,
+/// `layer2.0.downsample.weight`, `fc.weight`. `train()` is refused.
+class InferenceResNetImpl : public torch::nn::Module {
+ public:
+  /// What the network checks its inputs against and how it runs.
+  struct Layout {
+    /// Input channels.
+    int64_t in_channels = 3;
+    /// Smallest input height and width.
+    int64_t total_stride = 1;
+    /// Whether the stem ends with a 3x3, stride-2 max pooling.
+    bool max_pool = false;
+    /// Whether float32 CPU inputs run in oneDNN's blocked layout.
+    bool mkldnn = false;
+  };
+
+  /// Assembles the network from folded parts; `fc` may be empty.
+  InferenceResNetImpl(
+      FusedConv2d stem,
+      std::vector<torch::nn::Sequential> layers,
+      torch::nn::Linear classifier,
+      Layout layout)
+      : layout_(layout) {
+#if !AT_MKLDNN_ENABLED()
+    layout_.mkldnn = false;
+#endif
+    conv1 = register_module("conv1", std::move(stem));
+    for (size_t i = 0; i < layers.size(); ++i) {
+      stages.push_back(
+          register_module("layer" + std::to_string(i + 1), layers[i]));
+    }
+    if (!classifier.is_empty()) {
+      fc = register_module("fc", std::move(classifier));
+    }
+    torch::nn::Module::train(false);
+  }
+
+  /// Logits `[N, num_classes]` (pooled features when there is no `fc`).
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto out = run_features(x);
+    out = torch::adaptive_avg_pool2d(out, {1, 1});
+    out = (out.is_mkldnn() ? out.to_dense() : out).flatten(1);
+    return fc.is_empty() ? out : fc(out);
+  }
+
+  /// The last stage's output, before pooling.
+  torch::Tensor forward_features(const torch::Tensor& x) {
+    auto out = run_features(x);
+    return out.is_mkldnn() ? out.to_dense() : out;
+  }
+
+  /// Inference only: `train(false)` is accepted, `train(true)` refused.
+  void train(bool on = true) override {
+    TORCH_CHECK(
+        !on,
+        "resnet: a fused network is inference-only (its batch norms are folded "
+        "into constants); train the network it was made from");
+    torch::nn::Module::train(false);
+  }
+
+  /// Whether a float32 CPU input runs in oneDNN's blocked layout.
+  bool uses_mkldnn() const {
+    return layout_.mkldnn;
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "resnet::InferenceResNet(stages=" << stages.size()
+           << ", mkldnn=" << (layout_.mkldnn ? "true" : "false") << ")";
+  }
+
+  FusedConv2d conv1{nullptr};
+  /// layer1 ... layerN, each a sequence of `FusedBlock`s.
+  std::vector<torch::nn::Sequential> stages;
+  torch::nn::Linear fc{nullptr};
+
+ private:
+  torch::Tensor run_features(const torch::Tensor& x) {
+    TORCH_CHECK(
+        x.defined() && x.dim() == 4 && x.size(1) == layout_.in_channels,
+        "resnet: expected input [N, C, H, W] with C=",
+        layout_.in_channels,
+        ", got ",
+        x.defined() ? x.sizes() : torch::IntArrayRef{});
+    TORCH_CHECK(
+        x.is_floating_point(),
+        "resnet: expected a floating-point input, got ",
+        x.scalar_type());
+    TORCH_CHECK(
+        x.size(2) >= layout_.total_stride && x.size(3) >= layout_.total_stride,
+        "resnet: input of ",
+        x.size(2),
+        "x",
+        x.size(3),
+        " is smaller than the network's total stride; expected at least ",
+        layout_.total_stride,
+        "x",
+        layout_.total_stride);
+    TORCH_CHECK(
+        x.scalar_type() == conv1->weight.scalar_type() &&
+            x.device() == conv1->weight.device(),
+        "resnet: input is ",
+        x.scalar_type(),
+        " on ",
+        x.device(),
+        " but the network is ",
+        conv1->weight.scalar_type(),
+        " on ",
+        conv1->weight.device());
+    const bool mkldnn = layout_.mkldnn && x.is_cpu() &&
+        x.scalar_type() == torch::kFloat32 && !x.requires_grad();
+    auto out = conv1(mkldnn ? x.contiguous().to_mkldnn() : x);
+    out.relu_();
+    if (layout_.max_pool) {
+      out = torch::max_pool2d(out, {3, 3}, {2, 2}, {1, 1});
+    }
+    for (auto& stage : stages) {
+      out = stage->forward(out);
+    }
+    return out;
+  }
+
+  Layout layout_;
+};
+
+/// Module holder of `InferenceResNetImpl`.
+class InferenceResNet : public torch::nn::ModuleHolder<InferenceResNetImpl> {
+ public:
+  using torch::nn::ModuleHolder<InferenceResNetImpl>::ModuleHolder;
+  using Impl = InferenceResNetImpl;
+};
+
+namespace detail {
+
+inline const torch::nn::Module* find_child(
+    const torch::nn::Module& parent,
+    const std::string& name) {
+  const auto children = parent.named_children();
+  const auto* found = children.find(name);
+  return found ? found->get() : nullptr;
+}
+
+// The scale and shift that a batch norm in eval mode applies per channel.
+inline std::pair<torch::Tensor, torch::Tensor> norm_affine(
+    const torch::nn::Module& norm,
+    const std::string& where) {
+  torch::Tensor mean, var, gamma, beta;
+  double eps = 0;
+  if (const auto* bn = norm.as<torch::nn::BatchNorm2dImpl>()) {
+    TORCH_CHECK(
+        bn->options.track_running_stats() && bn->running_mean.defined(),
+        "resnet: cannot fold ",
+        where,
+        ": a batch norm without running statistics normalizes with each "
+        "batch's own");
+    mean = bn->running_mean;
+    var = bn->running_var;
+    gamma = bn->weight;
+    beta = bn->bias;
+    eps = bn->options.eps();
+  } else if (const auto* frozen = norm.as<FrozenBatchNorm2dImpl>()) {
+    mean = frozen->running_mean;
+    var = frozen->running_var;
+    gamma = frozen->weight;
+    beta = frozen->bias;
+    eps = frozen->eps();
+  } else {
+    TORCH_CHECK(
+        false,
+        "resnet: fuse_for_inference folds BatchNorm2d and FrozenBatchNorm2d; ",
+        where,
+        " is ",
+        norm.name(),
+        ", which depends on its input and cannot be folded");
+  }
+  auto scale = (var.to(torch::kFloat64) + eps).rsqrt();
+  if (gamma.defined()) {
+    scale = scale * gamma.to(torch::kFloat64);
+  }
+  auto shift = -mean.to(torch::kFloat64) * scale;
+  if (beta.defined()) {
+    shift = shift + beta.to(torch::kFloat64);
+  }
+  return {scale, shift};
+}
+
+struct ExplicitPadding {
+  std::vector<int64_t>* out;
+  void operator()(const torch::ExpandingArray<2>& p) const {
+    out->assign(p->begin(), p->end());
+  }
+  template <class Mode>
+  void operator()(const Mode&) const {}
+};
+
+struct IsZerosMode {
+  bool operator()(const torch::enumtype::kZeros&) const {
+    return true;
+  }
+  template <class Mode>
+  bool operator()(const Mode&) const {
+    return false;
+  }
+};
+
+// Folds `norm` into `conv`: W' = W * scale, b' = b * scale + shift, computed
+// in float64 and stored in the convolution's dtype.
+inline FusedConv2d fold(
+    const torch::nn::Module& conv_module,
+    const torch::nn::Module& norm,
+    const std::string& where) {
+  const auto* conv = conv_module.as<torch::nn::Conv2dImpl>();
+  TORCH_CHECK(
+      conv != nullptr,
+      "resnet: fuse_for_inference expected a Conv2d at ",
+      where,
+      ", found ",
+      conv_module.name());
+  torch::NoGradGuard no_grad;
+  const auto [scale, shift] = norm_affine(norm, where);
+  const auto w = conv->weight.detach();
+  auto weight = (w.to(torch::kFloat64) * scale.reshape({-1, 1, 1, 1}))
+                    .to(w.scalar_type())
+                    .contiguous();
+  auto bias = shift;
+  if (conv->bias.defined()) {
+    bias = bias + conv->bias.detach().to(torch::kFloat64) * scale;
+  }
+  bias = bias.to(w.scalar_type()).contiguous();
+  const auto& o = conv->options;
+  // The options hold variants (c10's in LibTorch 1.x, std's in 2.x): visit
+  // them through argument-dependent lookup.
+  std::vector<int64_t> padding;
+  visit(ExplicitPadding{&padding}, o.padding());
+  const bool zeros = visit(IsZerosMode{}, o.padding_mode());
+  TORCH_CHECK(
+      !padding.empty() && zeros,
+      "resnet: cannot fold ",
+      where,
+      ": only explicit zero padding is supported");
+  return FusedConv2d(
+      weight,
+      bias,
+      std::vector<int64_t>(o.stride()->begin(), o.stride()->end()),
+      padding,
+      std::vector<int64_t>(o.dilation()->begin(), o.dilation()->end()),
+      o.groups());
+}
+
+inline FusedBlock fuse_block(
+    const torch::nn::Module& block,
+    const std::string& where) {
+  std::vector<FusedConv2d> convs;
+  int64_t stride = 1;
+  int64_t in_channels = 0;
+  int64_t out_channels = 0;
+  for (int i = 1;; ++i) {
+    const auto suffix = std::to_string(i);
+    const auto* conv = find_child(block, "conv" + suffix);
+    if (conv == nullptr) {
+      break;
+    }
+    const auto* norm = find_child(block, "bn" + suffix);
+    TORCH_CHECK(
+        norm != nullptr,
+        "resnet: fuse_for_inference found ",
+        where,
+        ".conv",
+        suffix,
+        " without ",
+        where,
+        ".bn",
+        suffix);
+    convs.push_back(fold(*conv, *norm, where + ".conv" + suffix));
+    const auto& o = conv->as<torch::nn::Conv2dImpl>()->options;
+    stride *= (*o.stride())[0];
+    if (i == 1) {
+      in_channels = o.in_channels();
+    }
+    out_channels = o.out_channels();
+  }
+  TORCH_CHECK(
+      !convs.empty(),
+      "resnet: fuse_for_inference expected ",
+      where,
+      " to be a residual block with conv1, bn1, ...; found ",
+      block.name());
+  FusedConv2d downsample{nullptr};
+  int64_t zero_pad_stride = 0;
+  if (const auto* ds = find_child(block, "downsample")) {
+    const auto* conv = find_child(*ds, "0");
+    const auto* norm = find_child(*ds, "1");
+    TORCH_CHECK(
+        conv && norm,
+        "resnet: fuse_for_inference expected ",
+        where,
+        ".downsample to hold a convolution and a norm");
+    downsample = fold(*conv, *norm, where + ".downsample");
+  } else if (stride != 1 || in_channels != out_channels) {
+    zero_pad_stride = stride;
+  }
+  return FusedBlock(std::move(convs), downsample, zero_pad_stride);
+}
+
+} // namespace detail
+
+/// An inference-only copy of `model` with every batch norm folded into the
+/// convolution before it, on the model's device and dtype; `model` is left
+/// as it was. Its outputs equal `model`'s in eval mode up to rounding (folding
+/// is computed in float64). Refuses norms that cannot be folded (GroupNorm).
+///
+///   auto fast = resnet::fuse_for_inference(*model);
+///   torch::InferenceMode guard;
+///   auto logits = fast(images);
+inline InferenceResNet fuse_for_inference(
+    const ResNetBaseImpl& model,
+    const FuseOptions& options = {}) {
+  const auto* conv1 = detail::find_child(model, "conv1");
+  const auto* bn1 = detail::find_child(model, "bn1");
+  TORCH_CHECK(
+      conv1 && bn1, "resnet: fuse_for_inference expected conv1 and bn1");
+  auto stem = detail::fold(*conv1, *bn1, "conv1");
+  std::vector<torch::nn::Sequential> stages;
+  for (size_t i = 0; i < model.layers().size(); ++i) {
+    const auto name = "layer" + std::to_string(i + 1);
+    const auto* layer = detail::find_child(model, name);
+    TORCH_CHECK(layer, "resnet: fuse_for_inference expected ", name);
+    torch::nn::Sequential stage;
+    for (const auto& block : layer->named_children()) {
+      stage->push_back(
+          detail::fuse_block(*block.value(), name + "." + block.key()));
+    }
+    stages.push_back(stage);
+  }
+  torch::nn::Linear classifier{nullptr};
+  if (const auto* fc = detail::find_child(model, "fc")) {
+    const auto* linear = fc->as<torch::nn::LinearImpl>();
+    TORCH_CHECK(linear, "resnet: fuse_for_inference expected fc to be Linear");
+    auto copy = std::dynamic_pointer_cast<torch::nn::LinearImpl>(
+        linear->clone(linear->weight.device()));
+    for (auto& p : copy->parameters()) {
+      p.set_requires_grad(false);
+    }
+    classifier = torch::nn::Linear(copy);
+  }
+  InferenceResNetImpl::Layout layout;
+  layout.in_channels = model.options().in_channels();
+  layout.total_stride = model.total_stride();
+  layout.max_pool = detail::find_child(model, "maxpool") != nullptr;
+  layout.mkldnn = options.mkldnn();
+  return InferenceResNet(
+      std::move(stem), std::move(stages), std::move(classifier), layout);
+}
+
+/// `fuse_for_inference` for a module holder (`ResNet<Block>`, `AnyResNet`).
+template <class Impl>
+InferenceResNet fuse_for_inference(
+    const torch::nn::ModuleHolder<Impl>& model,
+    const FuseOptions& options = {}) {
+  TORCH_CHECK(
+      !model.is_empty(), "resnet: fuse_for_inference got an empty model");
+  return fuse_for_inference(
+      static_cast<const ResNetBaseImpl&>(*model), options);
+}
+
+} // namespace resnet

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""End-to-end test of examples/benchmark: resnet_benchmark, its Python
+counterpart torchvision_bench.py, and compare.sh.
+
+    check_benchmark.py --benchmark build/examples/resnet_benchmark --python python3
+
+Runs small workloads of every mode, checks the JSON fields and that both
+programs describe the same workload, that bad flags fail with a clear message,
+and that compare.sh prints a table with a ratio per row. Exit status 0 when
+everything holds.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH_DIR = os.path.join(HERE, "..", "..", "examples", "benchmark")
+FIELDS = ["impl", "torch", "arch", "mode", "batch", "size", "device", "dtype",
+          "channels_last", "fuse", "cuda_graph", "threads", "iters", "img_per_s",
+          "ms_median", "ms_min", "ms_max", "peak_memory_mib"]
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def run(cmd):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def measure(cmd, flags):
+    r = run(cmd + flags + ["--json"])
+    check(r.returncode == 0, f"{' '.join(flags)}: exit 0 ({r.stderr.strip()[-300:]})")
+    if r.returncode != 0:
+        return None
+    lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+    check(len(lines) == 1, f"{' '.join(flags)}: one JSON object")
+    out = json.loads(lines[0])
+    missing = [f for f in FIELDS if f not in out]
+    check(not missing, f"{' '.join(flags)}: all fields present {missing}")
+    check(out["img_per_s"] > 0 and out["ms_min"] <= out["ms_median"] <= out["ms_max"],
+          f"{' '.join(flags)}: positive speed, min <= median <= max")
+    check(abs(out["img_per_s"] - 1000 * out["batch"] / out["ms_median"]) < 1e-2 * out["img_per_s"],
+          f"{' '.join(flags)}: img/s = batch / median time")
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--python", default=sys.executable)
+    a = p.parse_args()
+    cxx = [a.benchmark]
+    py = [a.python, os.path.join(BENCH_DIR, "torchvision_bench.py")]
+    small = ["--size", "64", "--batch", "2", "--warmup", "1", "--iters", "2",
+             "--device", "cpu", "--threads", "1"]
+
+    workloads = [
+        ["--arch", "resnet18"],
+        ["--arch", "resnet18", "--fuse"],
+        ["--arch", "resnet50", "--channels-last"],
+        ["--arch", "resnet18", "--dtype", "bf16"],
+        ["--arch", "resnet18", "--mode", "train", "--stem", "cifar", "--size", "32"],
+        ["--arch", "resnet18", "--mode", "train", "--dtype", "bf16"],
+    ]
+    for w in workloads:
+        flags = small + w
+        c = measure(cxx, flags)
+        p_ = measure(py, flags)
+        if c and p_:
+            same = all(c[k] == p_[k] for k in ["arch", "mode", "batch", "size", "stem",
+                                                 "device", "dtype", "channels_last",
+                                                 "fuse", "threads", "iters"])
+            check(same and c["impl"] == "c++" and p_["impl"] == "python",
+                  f"{' '.join(w)}: both describe the same workload")
+
+    text = run(cxx + small + ["--arch", "resnet18"])
+    check(text.returncode == 0 and "images/s" in text.stdout and "ms per iteration" in text.stdout,
+          "text report names images/s and ms per iteration")
+
+    bad = [
+        (["--arch", "resnet7"], 1, "unknown architecture"),
+        (["--batch", "x"], 2, "--batch expects a whole number"),
+        (["--mode", "eval"], 2, "--mode expects infer or train"),
+        (["--dtype", "fp8"], 2, "--dtype expects fp32, bf16 or fp16"),
+        (["--mode", "train", "--fuse"], 2, "--fuse and --cuda-graph are for --mode infer"),
+        (["--cuda-graph"], 1, "--cuda-graph needs --device cuda"),
+        (["--dtype", "fp16"], 1, "fp16 needs --device cuda"),
+        (["--frobnicate"], 2, "unknown argument '--frobnicate'"),
+    ]
+    for flags, code, message in bad:
+        r = run(cxx + small + flags)
+        check(r.returncode == code and message in r.stderr,
+              f"{' '.join(flags)}: exit {code} saying '{message}' (got {r.returncode}: "
+              f"{r.stderr.strip().splitlines()[0] if r.stderr.strip() else ''})")
+
+    r = run(["bash", os.path.join(BENCH_DIR, "compare.sh"), "--cxx", a.benchmark,
+             "--python", a.python, "--rows", "quick", "--rounds", "1", "--threads", "1"])
+    rows = [l for l in r.stdout.splitlines() if l.startswith("| resnet18")]
+    check(r.returncode == 0 and len(rows) == 2, f"compare.sh: two table rows ({r.stderr[-300:]})")
+    check(all(re.search(r"\| \d+\.\d\d \|$", l) for l in rows), "compare.sh: a ratio per row")
+
+    if failures:
+        print(f"{len(failures)} check(s) failed")
+        return 1
+    print("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

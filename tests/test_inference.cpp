@@ -1,0 +1,393 @@
+// Folded batch norm, precision helpers and the CUDA-graph runner.
+
+#include "test_support.h"
+
+using namespace resnet_test;
+using resnet::ResNetOptions;
+
+namespace {
+
+// Gives every batch norm statistics and affine parameters far from their
+// defaults, so that folding them is not the identity.
+void randomize_norms(torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : model.modules()) {
+    if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+      bn->running_mean.uniform_(-0.5, 0.5);
+      bn->running_var.uniform_(0.5, 2.0);
+      bn->weight.uniform_(0.5, 1.5);
+      bn->bias.uniform_(-0.2, 0.2);
+    } else if (auto* frozen = m->as<resnet::FrozenBatchNorm2d>()) {
+      frozen->running_mean.uniform_(-0.5, 0.5);
+      frozen->running_var.uniform_(0.5, 2.0);
+      frozen->weight.uniform_(0.5, 1.5);
+      frozen->bias.uniform_(-0.2, 0.2);
+    }
+  }
+}
+
+struct FuseCase {
+  std::string name;
+  std::function<resnet::AnyResNet()> make;
+  std::vector<int64_t> input;
+};
+
+void PrintTo(const FuseCase& c, std::ostream* os) {
+  *os << c.name;
+}
+
+std::vector<FuseCase> fuse_cases() {
+  return {
+      {"resnet18", [] { return resnet::create("resnet18"); }, {2, 3, 64, 64}},
+      {"resnet50", [] { return resnet::create("resnet50"); }, {2, 3, 64, 48}},
+      {"resnext50_32x4d",
+       [] { return resnet::create("resnext50_32x4d"); },
+       {1, 3, 64, 64}},
+      {"wide_resnet50_2",
+       [] { return resnet::create("wide_resnet50_2"); },
+       {1, 3, 32, 32}},
+      {"resnet20_zero_pad",
+       [] {
+         return resnet::create("resnet20", ResNetOptions().num_classes(10));
+       },
+       {3, 3, 32, 32}},
+      {"resnet32_projection",
+       [] {
+         return resnet::create(
+             "resnet32",
+             ResNetOptions().num_classes(10).shortcut(
+                 resnet::Shortcut::Projection));
+       },
+       {2, 3, 32, 32}},
+      {"resnet50_dilated_grey_no_fc",
+       [] {
+         return resnet::create(
+             "resnet50",
+             ResNetOptions()
+                 .num_classes(0)
+                 .in_channels(1)
+                 .replace_stride_with_dilation({false, true, true}));
+       },
+       {1, 1, 64, 64}},
+      {"resnet34_frozen_bn",
+       [] {
+         return resnet::AnyResNet(
+             resnet::resnet34<resnet::FrozenBatchNorm2d>());
+       },
+       {2, 3, 64, 64}},
+  };
+}
+
+class FuseForInference : public ::testing::TestWithParam<FuseCase> {};
+
+} // namespace
+
+TEST_P(FuseForInference, MatchesTheEvalModeNetwork) {
+  torch::manual_seed(0);
+  auto model = GetParam().make();
+  randomize_norms(*model);
+  model->eval();
+  const auto before = resnet::state_dict(*model);
+  const auto x = torch::randn(GetParam().input);
+  torch::NoGradGuard no_grad;
+  const auto expected = model->forward(x);
+  const auto expected_features = model->forward_features(x);
+
+  for (bool mkldnn : {true, false}) {
+    SCOPED_TRACE(mkldnn ? "oneDNN layout" : "dense");
+    auto fused =
+        resnet::fuse_for_inference(model, resnet::FuseOptions().mkldnn(mkldnn));
+    EXPECT_FALSE(fused->is_training());
+    const auto out = fused->forward(x);
+    ASSERT_EQ(out.sizes(), expected.sizes());
+    EXPECT_LE(relative_error(out, expected), 1e-5);
+    EXPECT_LE(
+        relative_error(fused->forward_features(x), expected_features), 1e-5);
+    // Prepacked weights are reused, not rebuilt wrongly, on a second call.
+    EXPECT_LE(relative_error(fused->forward(x), expected), 1e-5);
+    EXPECT_FALSE(out.is_mkldnn());
+  }
+  // The source network is untouched.
+  const auto after = resnet::state_dict(*model);
+  ASSERT_EQ(after.size(), before.size());
+  for (size_t i = 0; i < after.size(); ++i) {
+    EXPECT_TRUE(torch::equal(after[i].second, before[i].second))
+        << after[i].first;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Architectures,
+    FuseForInference,
+    ::testing::ValuesIn(fuse_cases()),
+    [](const auto& p) { return p.param.name; });
+
+TEST(Fused, StateNamesFollowTheSourceNetwork) {
+  auto model = resnet::resnet50();
+  auto fused = resnet::fuse_for_inference(model);
+  const auto state = fused->named_buffers();
+  for (const char* name :
+       {"conv1.weight",
+        "conv1.bias",
+        "layer1.0.conv1.weight",
+        "layer1.0.conv3.bias",
+        "layer1.0.downsample.weight",
+        "layer4.2.conv2.bias"}) {
+    EXPECT_NE(state.find(name), nullptr) << name;
+  }
+  for (const auto& item : state) {
+    EXPECT_FALSE(contains(item.key(), "bn")) << item.key();
+    EXPECT_FALSE(item.value().requires_grad()) << item.key();
+  }
+  // Only fc remains as parameters, frozen; 53 convolutions carry a bias.
+  EXPECT_EQ(fused->parameters().size(), 2u);
+  for (const auto& p : fused->parameters()) {
+    EXPECT_FALSE(p.requires_grad());
+  }
+  EXPECT_EQ(state.size(), 2u * 53);
+  EXPECT_TRUE(torch::equal(fused->fc->weight, model->fc->weight));
+  EXPECT_NE(
+      fused->fc->weight.data_ptr(), model->fc->weight.data_ptr()); // a copy
+}
+
+TEST(Fused, InferenceOnlyAndChecksItsInput) {
+  auto fused = resnet::fuse_for_inference(resnet::resnet18());
+  EXPECT_TRUE(contains(error_of([&] { fused->train(); }), "inference-only"));
+  fused->eval(); // accepted
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        fused->forward(torch::randn({1, 1, 64, 64}));
+      }),
+      "expected input [N, C, H, W] with C=3, got [1, 1, 64, 64]"));
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        fused->forward(torch::randn({1, 3, 16, 16}));
+      }),
+      "expected at least 32x32"));
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        fused->forward(torch::randn({1, 3, 64, 64}).to(torch::kDouble));
+      }),
+      "but the network is Float"));
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        fused->forward(torch::ones({1, 3, 64, 64}, torch::kLong));
+      }),
+      "floating-point"));
+}
+
+TEST(Fused, RefusesNormsThatCannotBeFolded) {
+  auto gn = resnet::resnet18<torch::nn::GroupNorm>();
+  const auto message = error_of([&] { resnet::fuse_for_inference(gn); });
+  EXPECT_TRUE(contains(message, "folds BatchNorm2d and FrozenBatchNorm2d"))
+      << message;
+  EXPECT_TRUE(contains(message, "conv1")) << message;
+}
+
+TEST(Fused, OtherDtypesRunDenseAndWeightUpdatesAreSeen) {
+  torch::manual_seed(1);
+  auto model = resnet::resnet18(ResNetOptions().num_classes(10));
+  randomize_norms(*model);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({2, 3, 64, 64});
+
+  // float64: the dense path, folded in float64 and exact to its rounding.
+  auto fused = resnet::fuse_for_inference(model);
+  EXPECT_TRUE(fused->uses_mkldnn() == static_cast<bool>(AT_MKLDNN_ENABLED()));
+  auto model64 =
+      std::dynamic_pointer_cast<resnet::ResNetBaseImpl>(model->clone());
+  model64->to(torch::kDouble);
+  auto fused64 = resnet::fuse_for_inference(*model64);
+  EXPECT_LE(
+      relative_error(
+          fused64->forward(x.to(torch::kDouble)),
+          model64->forward(x.to(torch::kDouble))),
+      1e-12);
+  // Moving a fused network keeps it working.
+  fused->to(torch::kDouble);
+  EXPECT_LE(
+      relative_error(
+          fused->forward(x.to(torch::kDouble)).to(torch::kFloat),
+          model->forward(x)),
+      1e-5);
+
+  // bfloat16: close to float32.
+  auto fused16 = resnet::fuse_for_inference(model);
+  resnet::cast_floating(*fused16, torch::kBFloat16);
+  const auto expected = model->forward(x);
+  EXPECT_LE(
+      relative_error(
+          fused16->forward(x.to(torch::kBFloat16)).to(torch::kFloat), expected),
+      5e-2);
+
+  // Changing a folded weight in place changes the output on both paths, the
+  // prepacked one included.
+  auto a = resnet::fuse_for_inference(model);
+  auto b =
+      resnet::fuse_for_inference(model, resnet::FuseOptions().mkldnn(false));
+  a->forward(x); // prepacks
+  a->conv1->weight.mul_(-1);
+  b->conv1->weight.mul_(-1);
+  const auto changed = b->forward(x);
+  EXPECT_GT(relative_error(changed, expected), 1e-2);
+  EXPECT_LE(relative_error(a->forward(x), changed), 1e-5);
+}
+
+TEST(Precision, ChannelsLastKeepsParametersAndResults) {
+  torch::manual_seed(2);
+  auto model = resnet::resnet18(ResNetOptions().num_classes(10));
+  randomize_norms(*model);
+  const auto x = torch::randn({2, 3, 64, 64});
+  torch::optim::SGD optimizer(model->parameters(), 0.1);
+  const auto conv1 = model->conv1->weight;
+  model->eval();
+  torch::Tensor expected;
+  {
+    torch::NoGradGuard no_grad;
+    expected = model->forward(x);
+  }
+  resnet::to_channels_last(*model);
+  EXPECT_TRUE(model->conv1->weight.is_same(conv1));
+  EXPECT_TRUE(
+      model->conv1->weight.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(
+      model->stages[3]
+          ->ptr(0)
+          ->as<resnet::BasicBlock<>>()
+          ->conv2->weight.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  const auto xl = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_LE(relative_error(model->forward(xl), expected), 1e-5);
+  }
+  // The optimizer built before still trains the converted parameters.
+  model->train();
+  const auto before = model->conv1->weight.clone();
+  optimizer.zero_grad();
+  torch::cross_entropy_loss(model->forward(xl), torch::tensor({1, 2}))
+      .backward();
+  optimizer.step();
+  EXPECT_FALSE(torch::equal(model->conv1->weight, before));
+}
+
+TEST(Precision, CastFloatingLeavesIntegerBuffers) {
+  auto model = resnet::resnet20(ResNetOptions().num_classes(10));
+  resnet::cast_floating(*model, torch::kBFloat16);
+  for (const auto& item : model->named_parameters()) {
+    EXPECT_EQ(item.value().scalar_type(), torch::kBFloat16) << item.key();
+  }
+  for (const auto& item : model->named_buffers()) {
+    EXPECT_EQ(
+        item.value().scalar_type(),
+        contains(item.key(), "num_batches_tracked") ? torch::kLong
+                                                    : torch::kBFloat16)
+        << item.key();
+  }
+  EXPECT_TRUE(contains(
+      error_of([&] { resnet::cast_floating(*model, torch::kInt); }),
+      "floating-point dtype"));
+}
+
+TEST(Precision, AutocastScopesMixedPrecision) {
+  auto model = resnet::resnet20(ResNetOptions().num_classes(10));
+  const auto x = torch::randn({4, 3, 32, 32});
+  EXPECT_FALSE(resnet::Autocast::is_enabled(torch::kCPU));
+  torch::Tensor loss;
+  {
+    resnet::Autocast autocast(torch::kCPU, torch::kBFloat16);
+    EXPECT_TRUE(resnet::Autocast::is_enabled(torch::kCPU));
+    EXPECT_EQ(model->conv1(x).scalar_type(), torch::kBFloat16);
+    {
+      resnet::Autocast off(torch::kCPU, torch::kBFloat16, /*enabled=*/false);
+      EXPECT_EQ(model->conv1(x).scalar_type(), torch::kFloat);
+    }
+    EXPECT_TRUE(resnet::Autocast::is_enabled(torch::kCPU));
+    loss = torch::cross_entropy_loss(
+        model->forward(x), torch::tensor({0, 1, 2, 3}));
+  }
+  EXPECT_FALSE(resnet::Autocast::is_enabled(torch::kCPU));
+  EXPECT_EQ(model->conv1(x).scalar_type(), torch::kFloat);
+  loss.backward();
+  // Parameters and their gradients stay float32.
+  EXPECT_EQ(model->conv1->weight.grad().scalar_type(), torch::kFloat);
+  EXPECT_TRUE(torch::isfinite(model->conv1->weight.grad()).all().item<bool>());
+  EXPECT_TRUE(contains(
+      error_of([] { resnet::Autocast a(torch::kCPU, torch::kFloat16); }),
+      "bfloat16 only"));
+}
+
+TEST(Precision, GradScalerSkipsOverflowsAndAdaptsTheScale) {
+  auto w = torch::ones({3}, torch::requires_grad());
+  torch::optim::SGD optimizer({w}, 0.5);
+  resnet::GradScaler scaler(
+      resnet::GradScalerOptions().init_scale(1024).growth_interval(2));
+
+  const auto run = [&](const torch::Tensor& target) {
+    optimizer.zero_grad();
+    scaler.scale((w * target).sum()).backward();
+    const bool stepped = scaler.step(optimizer);
+    scaler.update();
+    return stepped;
+  };
+  // d/dw sum(w * t) = t: unscaled before the step.
+  EXPECT_TRUE(run(torch::tensor({1.0f, 2.0f, 3.0f})));
+  EXPECT_TRUE(torch::allclose(w, torch::tensor({0.5f, 0.0f, -0.5f})));
+  EXPECT_EQ(scaler.get_scale(), 1024);
+  EXPECT_TRUE(run(torch::tensor({0.0f, 0.0f, 0.0f})));
+  EXPECT_EQ(scaler.get_scale(), 2048); // two clean steps: grown
+  const auto before = w.clone();
+  EXPECT_FALSE(run(torch::tensor({1.0f, INFINITY, 1.0f})));
+  EXPECT_TRUE(torch::equal(w, before)); // skipped
+  EXPECT_EQ(scaler.get_scale(), 1024); // backed off
+
+  resnet::GradScaler off(resnet::GradScalerOptions().enabled(false));
+  const auto loss = torch::tensor(3.0);
+  EXPECT_TRUE(torch::equal(off.scale(loss), loss));
+  EXPECT_THROW(
+      resnet::GradScaler(resnet::GradScalerOptions().backoff_factor(2)),
+      c10::Error);
+}
+
+TEST(CudaGraph, BuildFlagMatchesLibTorch) {
+  EXPECT_EQ(resnet::kWithCuda, RESNET_TEST_EXPECT_CUDA != 0);
+  auto model = resnet::resnet18();
+  auto fused = resnet::fuse_for_inference(model);
+  const auto message = error_of([&] {
+    resnet::CudaGraphRunner runner(
+        [&](const torch::Tensor& x) { return fused->forward(x); },
+        torch::randn({1, 3, 64, 64}));
+  });
+  EXPECT_TRUE(contains(
+      message,
+      resnet::kWithCuda ? "captures CUDA work; the example input is on cpu"
+                        : "built without"))
+      << message;
+}
+
+TEST(CudaGraph, ReplayMatchesEagerOnTheGpu) {
+  if (!torch::cuda::is_available()) {
+    GTEST_SKIP() << "no CUDA device";
+  }
+  torch::globalContext().setAllowTF32CuDNN(false);
+  torch::manual_seed(3);
+  auto model = resnet::resnet50();
+  randomize_norms(*model);
+  model->to(torch::kCUDA);
+  model->eval();
+  auto fused = resnet::fuse_for_inference(model);
+  const auto x = torch::randn({2, 3, 96, 96}, torch::kCUDA);
+  resnet::CudaGraphRunner runner(
+      [&](const torch::Tensor& in) { return fused->forward(in); }, x);
+  torch::NoGradGuard no_grad;
+  const auto expected = model->forward(x);
+  EXPECT_LE(relative_error(runner(x), expected), 1e-5);
+  const auto y = torch::randn({2, 3, 96, 96}, torch::kCUDA);
+  EXPECT_LE(relative_error(runner(y), model->forward(y)), 1e-5);
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        runner(torch::randn({1, 3, 96, 96}, torch::kCUDA));
+      }),
+      "was captured for"));
+}
