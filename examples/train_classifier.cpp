@@ -902,6 +902,11 @@ int main(int argc, char** argv) try {
       ? resnet::default_device()
       : resnet::parse_device(args.device);
   const bool cuda = device.is_cuda();
+  if (!cuda) {
+    // Keep freed activation memory for the next step instead of returning it
+    // to the operating system (several percent faster on the CPU).
+    resnet::enable_cpu_memory_cache();
+  }
   const auto wall_start = std::chrono::steady_clock::now();
 
   Dataset data = load_dataset(args);

@@ -391,3 +391,49 @@ TEST(CudaGraph, ReplayMatchesEagerOnTheGpu) {
       }),
       "was captured for"));
 }
+
+TEST(CpuMemoryCache, ReusesBlocksAndKeepsResults) {
+  using resnet::detail::CpuMemoryCache;
+  for (size_t n :
+       {size_t{65536},
+        size_t{100000},
+        size_t{1} << 20,
+        (size_t{1} << 20) + 1,
+        size_t{123456789}}) {
+    const size_t c = CpuMemoryCache::size_class(n);
+    EXPECT_GE(c, n);
+    EXPECT_LE(c, n + n / 8) << n;
+  }
+  EXPECT_EQ(CpuMemoryCache::size_class(size_t{1} << 20), size_t{1} << 20);
+
+  torch::manual_seed(4);
+  auto model = resnet::resnet18(ResNetOptions().num_classes(10));
+  randomize_norms(*model);
+  model->eval();
+  auto fused = resnet::fuse_for_inference(model);
+  const auto x = torch::randn({2, 3, 64, 64});
+  torch::NoGradGuard no_grad;
+  const auto expected = model->forward(x);
+  const auto kept = torch::full({1000, 1000}, 7.0f); // before the cache
+
+  resnet::enable_cpu_memory_cache();
+  const auto before = resnet::cpu_memory_cache_stats();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(torch::equal(model->forward(x), expected));
+    EXPECT_LE(relative_error(fused->forward(x), expected), 1e-5);
+  }
+  const auto after = resnet::cpu_memory_cache_stats();
+  // The second and third passes find their activations in the cache.
+  EXPECT_GT(after.hits, before.hits + 20);
+  EXPECT_GT(after.cached_bytes, 0u);
+  auto made = torch::ones({512, 512}); // through the cache
+  resnet::empty_cpu_memory_cache();
+  EXPECT_EQ(resnet::cpu_memory_cache_stats().cached_bytes, 0u);
+
+  resnet::disable_cpu_memory_cache();
+  EXPECT_EQ(resnet::cpu_memory_cache_stats().cached_bytes, 0u);
+  // Tensors from either allocator outlive the switches.
+  EXPECT_EQ(made.sum().item<float>(), 512.0f * 512.0f);
+  EXPECT_EQ(kept.sum().item<float>(), 7.0e6f);
+  EXPECT_TRUE(torch::equal(model->forward(x), expected));
+}

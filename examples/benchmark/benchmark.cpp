@@ -9,7 +9,8 @@
 // A training iteration is forward, cross-entropy, backward and an SGD step
 // (momentum 0.9, weight decay 1e-4); bf16/fp16 training runs under autocast
 // (fp16 with loss scaling). Inference runs in inference mode; bf16/fp16
-// inference casts the network and the input. examples/benchmark/
+// inference casts the network and the input. --cache-memory turns on the
+// library's CPU memory cache. examples/benchmark/
 // torchvision_bench.py runs the same workload in Python with torchvision and
 // compare.sh runs both.
 //
@@ -20,6 +21,7 @@
 
 #include <resnet/cuda_graph.h>
 #include <resnet/inference.h>
+#include <resnet/memory.h>
 #include <resnet/precision.h>
 #include <resnet/resnet.h>
 
@@ -56,6 +58,8 @@ const char* kUsage = R"(usage: resnet_benchmark [options]
   --cuda-graph       capture one iteration as a CUDA graph, replay it (inference)
   --stem S           auto, imagenet or cifar (default auto: cifar below 64x64)
   --classes N        classifier outputs (default 1000, 10 with the cifar stem)
+  --cache-memory     keep freed CPU tensor memory for reuse
+                     (resnet::enable_cpu_memory_cache)
   --threads N        CPU threads (default $OMP_NUM_THREADS, else all cores)
   --warmup N         untimed iterations first (default 3)
   --iters N          timed iterations (default 20)
@@ -72,6 +76,7 @@ struct Args {
   bool channels_last = false;
   bool fuse = false;
   bool cuda_graph = false;
+  bool cache_memory = false;
   std::string stem = "auto";
   int64_t classes = 0;
   int64_t threads = 0;
@@ -128,6 +133,8 @@ Args parse_args(int argc, char** argv) {
       a.fuse = true;
     } else if (flag == "--cuda-graph") {
       a.cuda_graph = true;
+    } else if (flag == "--cache-memory") {
+      a.cache_memory = true;
     } else if (flag == "--stem") {
       a.stem = value();
     } else if (flag == "--classes") {
@@ -207,6 +214,9 @@ int main(int argc, char** argv) try {
       : resnet::parse_device(args.device);
   if (device.is_cuda()) {
     torch::globalContext().setBenchmarkCuDNN(true);
+  }
+  if (args.cache_memory) {
+    resnet::enable_cpu_memory_cache();
   }
   const auto dtype = args.dtype == "bf16" ? torch::kBFloat16
       : args.dtype == "fp16"              ? torch::kFloat16
@@ -334,6 +344,7 @@ int main(int argc, char** argv) try {
         << "\", \"channels_last\": " << flag(args.channels_last)
         << ", \"fuse\": " << flag(args.fuse)
         << ", \"cuda_graph\": " << flag(args.cuda_graph)
+        << ", \"cache_memory\": " << flag(args.cache_memory)
         << ", \"threads\": " << torch::get_num_threads()
         << ", \"iters\": " << args.iters << ", \"img_per_s\": " << img_per_s
         << ", \"ms_median\": " << ms_median << ", \"ms_min\": " << ms_min

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs resnet_benchmark (C++) and torchvision_bench.py (Python) on the same
 # workloads, alternating between them, and prints a table of images/s and the
-# C++/Python ratio (medians over the rounds).
+# C++/Python ratio (medians over the rounds). On the CPU the C++ side runs
+# twice: as is, and with --cache-memory (the library's CPU memory cache).
 #
 #   examples/benchmark/compare.sh [--cxx PATH] [--python PATH] [--rounds 3]
 #                                 [--threads 2] [--device cpu] [--out FILE]
@@ -78,6 +79,11 @@ for ((round = 1; round <= rounds; round++)); do
   for w in "${workloads[@]}"; do
     # shellcheck disable=SC2086
     "$cxx" $w --device "$device" --threads "$threads" --json >>"$results"
+    if [ "$device" = cpu ]; then
+      # shellcheck disable=SC2086
+      "$cxx" $w --device "$device" --threads "$threads" --cache-memory \
+        --json >>"$results"
+    fi
     # shellcheck disable=SC2086
     "$python" "$here/torchvision_bench.py" $w --device "$device" \
       --threads "$threads" --json >>"$results" 2> >(grep -v -i warn >&2)
@@ -92,20 +98,27 @@ import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 key = lambda r: (r["arch"], r["mode"], r["batch"], r["size"], r["dtype"],
                  r["channels_last"], r["fuse"], r["cuda_graph"])
+side = lambda r: "cache" if r.get("cache_memory") else r["impl"]
 rows = {}
 for r in runs:
-    rows.setdefault(key(r), {}).setdefault(r["impl"], []).append(r)
+    rows.setdefault(key(r), {}).setdefault(side(r), []).append(r)
 first = runs[0]
 py = next(r for r in runs if r["impl"] == "python")
+cache = any(r.get("cache_memory") for r in runs)
 print(f"LibTorch {first['torch']} (C++) vs torch {py['torch']} (Python), "
       f"{first['device']}, {first['threads']} threads, "
-      f"median img/s of {len(rows[key(first)]['c++'])} alternating rounds\n")
-print("| workload | C++ img/s | Python img/s | C++ / Python |")
-print("|---|---:|---:|---:|")
-for k, by_impl in rows.items():
+      f"median img/s of {len(rows[key(first)]['python'])} alternating rounds\n")
+if cache:
+    print("| workload | C++ img/s | C++ with memory cache | Python img/s "
+          "| C++ / Python | with cache / Python |")
+    print("|---|---:|---:|---:|---:|---:|")
+else:
+    print("| workload | C++ img/s | Python img/s | C++ / Python |")
+    print("|---|---:|---:|---:|")
+for k, by in rows.items():
     arch, mode, batch, size, dtype, cl, fuse, graph = k
     what = f"{arch} {mode} bs{batch} {size}x{size}"
-    if by_impl["c++"][0]["stem"] == "cifar" and size >= 64:
+    if by["c++"][0]["stem"] == "cifar" and size >= 64:
         what += " cifar stem"
     if dtype != "fp32":
         what += f" {dtype}"
@@ -115,7 +128,11 @@ for k, by_impl in rows.items():
         what += " fused (C++) / jit.optimize_for_inference (Python)"
     if graph:
         what += " CUDA graph"
-    c = statistics.median(r["img_per_s"] for r in by_impl["c++"])
-    p = statistics.median(r["img_per_s"] for r in by_impl["python"])
-    print(f"| {what} | {c:.1f} | {p:.1f} | {c / p:.2f} |")
+    med = lambda s: statistics.median(r["img_per_s"] for r in by[s])
+    c, p = med("c++"), med("python")
+    if cache:
+        cc = med("cache")
+        print(f"| {what} | {c:.1f} | {cc:.1f} | {p:.1f} | {c / p:.2f} | {cc / p:.2f} |")
+    else:
+        print(f"| {what} | {c:.1f} | {p:.1f} | {c / p:.2f} |")
 EOF

@@ -159,7 +159,7 @@ def main():
         "mode": a.mode, "batch": a.batch, "size": a.size,
         "stem": "cifar" if cifar else "imagenet", "device": str(device),
         "dtype": a.dtype, "channels_last": a.channels_last, "fuse": a.fuse,
-        "cuda_graph": a.cuda_graph, "threads": torch.get_num_threads(),
+        "cuda_graph": a.cuda_graph, "cache_memory": False, "threads": torch.get_num_threads(),
         "iters": a.iters, "img_per_s": 1000 * a.batch / ms_median,
         "ms_median": ms_median, "ms_min": min(ms), "ms_max": max(ms),
         "peak_memory_mib": peak,

@@ -7,6 +7,7 @@
 #include <resnet/cuda_graph.h>
 #include <resnet/device.h>
 #include <resnet/inference.h>
+#include <resnet/memory.h>
 #include <resnet/models.h>
 #include <resnet/network.h>
 #include <resnet/norm.h>

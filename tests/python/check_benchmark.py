@@ -19,7 +19,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH_DIR = os.path.join(HERE, "..", "..", "examples", "benchmark")
 FIELDS = ["impl", "torch", "arch", "mode", "batch", "size", "device", "dtype",
-          "channels_last", "fuse", "cuda_graph", "threads", "iters", "img_per_s",
+          "channels_last", "fuse", "cuda_graph", "cache_memory", "threads", "iters", "img_per_s",
           "ms_median", "ms_min", "ms_max", "peak_memory_mib"]
 failures = []
 
@@ -69,6 +69,9 @@ def main():
         ["--arch", "resnet18", "--mode", "train", "--stem", "cifar", "--size", "32"],
         ["--arch", "resnet18", "--mode", "train", "--dtype", "bf16"],
     ]
+    cached = measure(cxx, small + ["--arch", "resnet18", "--cache-memory"])
+    check(cached is not None and cached["cache_memory"] is True,
+          "--cache-memory runs and is reported")
     for w in workloads:
         flags = small + w
         c = measure(cxx, flags)
@@ -104,7 +107,8 @@ def main():
              "--python", a.python, "--rows", "quick", "--rounds", "1", "--threads", "1"])
     rows = [l for l in r.stdout.splitlines() if l.startswith("| resnet18")]
     check(r.returncode == 0 and len(rows) == 2, f"compare.sh: two table rows ({r.stderr[-300:]})")
-    check(all(re.search(r"\| \d+\.\d\d \|$", l) for l in rows), "compare.sh: a ratio per row")
+    check(all(len(re.findall(r"\| \d+\.\d\d ", l)) == 2 for l in rows),
+          "compare.sh: two ratios per row (as is, with the memory cache)")
 
     if failures:
         print(f"{len(failures)} check(s) failed")
