@@ -2,8 +2,7 @@
 
 // Faster inference: a copy of a network with every batch norm folded into the
 // convolution before it (`fuse_for_inference`), run in oneDNN's blocked
-// layout with prepacked weights on the CPU; and replaying a captured CUDA
-// graph for fixed-shape inputs (`CudaGraphRunner`, in <resnet/cuda_graph.h>).
+// layout with prepacked weights on the CPU.
 
 #include <resnet/network.h>
 
@@ -14,7 +13,6 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
-#include <torch/nn/options/conv.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
@@ -291,26 +289,8 @@ class InferenceResNetImpl : public torch::nn::Module {
 
  private:
   torch::Tensor run_features(const torch::Tensor& x) {
-    TORCH_CHECK(
-        x.defined() && x.dim() == 4 && x.size(1) == layout_.in_channels,
-        "resnet: expected input [N, C, H, W] with C=",
-        layout_.in_channels,
-        ", got ",
-        x.defined() ? x.sizes() : torch::IntArrayRef{});
-    TORCH_CHECK(
-        x.is_floating_point(),
-        "resnet: expected a floating-point input, got ",
-        x.scalar_type());
-    TORCH_CHECK(
-        x.size(2) >= layout_.total_stride && x.size(3) >= layout_.total_stride,
-        "resnet: input of ",
-        x.size(2),
-        "x",
-        x.size(3),
-        " is smaller than the network's total stride; expected at least ",
-        layout_.total_stride,
-        "x",
-        layout_.total_stride);
+    detail::check_network_input(
+        x, layout_.in_channels, layout_.total_stride, layout_.max_pool);
     TORCH_CHECK(
         x.scalar_type() == conv1->weight.scalar_type() &&
             x.device() == conv1->weight.device(),

@@ -25,6 +25,42 @@
 
 namespace resnet {
 
+namespace detail {
+
+/// Checks an input for a network taking `in_channels` channels whose total
+/// stride is `total_stride`; `imagenet_stem` adds a hint for small images.
+inline void check_network_input(
+    const torch::Tensor& x,
+    int64_t in_channels,
+    int64_t total_stride,
+    bool imagenet_stem) {
+  TORCH_CHECK(
+      x.defined(), "resnet: expected an input tensor, got an undefined one");
+  TORCH_CHECK(
+      x.dim() == 4 && x.size(1) == in_channels,
+      "resnet: expected input [N, C, H, W] with C=",
+      in_channels,
+      ", got ",
+      x.sizes());
+  TORCH_CHECK(
+      x.is_floating_point(),
+      "resnet: expected a floating-point input, got ",
+      x.scalar_type());
+  TORCH_CHECK(
+      x.size(2) >= total_stride && x.size(3) >= total_stride,
+      "resnet: input of ",
+      x.size(2),
+      "x",
+      x.size(3),
+      " is smaller than the network's total stride; expected at least ",
+      total_stride,
+      "x",
+      total_stride,
+      imagenet_stem ? " (Stem::Cifar suits small images)" : "");
+}
+
+} // namespace detail
+
 /// What every ResNet offers, whatever its block type. Returned by
 /// `resnet::create` for a choice of architecture at run time.
 class ResNetBaseImpl : public torch::nn::Module {
@@ -302,30 +338,11 @@ class ResNetImpl : public ResNetBaseImpl {
   }
 
   void check_input(const torch::Tensor& x) const {
-    TORCH_CHECK(
-        x.defined(), "resnet: expected an input tensor, got an undefined one");
-    TORCH_CHECK(
-        x.dim() == 4 && x.size(1) == options_.in_channels(),
-        "resnet: expected input [N, C, H, W] with C=",
+    detail::check_network_input(
+        x,
         options_.in_channels(),
-        ", got ",
-        x.sizes());
-    TORCH_CHECK(
-        x.is_floating_point(),
-        "resnet: expected a floating-point input, got ",
-        x.scalar_type());
-    TORCH_CHECK(
-        x.size(2) >= total_stride_ && x.size(3) >= total_stride_,
-        "resnet: input of ",
-        x.size(2),
-        "x",
-        x.size(3),
-        " is smaller than the network's total stride; expected at least ",
         total_stride_,
-        "x",
-        total_stride_,
-        options_.stem() == Stem::ImageNet ? " (Stem::Cifar suits small images)"
-                                          : "");
+        options_.stem() == Stem::ImageNet);
   }
 
   std::vector<int64_t> layers_;
