@@ -47,10 +47,7 @@ class CpuMemoryCache {
 
   void* allocate(size_t n) {
     if (n < kMinCachedBytes) {
-      void* p = c10::alloc_cpu(n);
-      std::lock_guard<std::mutex> lock(mutex_);
-      live_[p] = 0;
-      return p;
+      return c10::alloc_cpu(n); // not in live_: release frees it
     }
     const size_t size = size_class(n);
     {
@@ -82,15 +79,15 @@ class CpuMemoryCache {
       if (it != live_.end()) {
         const size_t size = it->second;
         live_.erase(it);
-        if (size != 0 && stats_.cached_bytes + size <= limit_) {
+        if (stats_.cached_bytes + size <= limit_) {
           free_[size].push_back(p);
           stats_.cached_bytes += size;
           return;
         }
       }
     }
-    // Small, over the limit, or allocated before the cache was installed
-    // (by LibTorch's allocator, which also uses alloc_cpu).
+    // Small, over the limit, or not allocated by the cache while it was
+    // installed (LibTorch's allocator also uses alloc_cpu).
     c10::free_cpu(p);
   }
 
@@ -107,6 +104,18 @@ class CpuMemoryCache {
     for (void* p : blocks) {
       c10::free_cpu(p);
     }
+  }
+
+  // Called when LibTorch's own allocator is back. Blocks still in use may
+  // then be freed by it (oneDNN frees through the current allocator) and
+  // their addresses reused, so their entries are dropped now rather than
+  // left stale; released through the cache later, they go to the C library.
+  void forget_live_blocks() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      live_.clear();
+    }
+    empty();
   }
 
   void set_limit(size_t bytes) {
@@ -206,7 +215,7 @@ inline void enable_cpu_memory_cache(size_t limit_bytes = size_t{4} << 30) {
 /// allocated through the cache stay valid.
 inline void disable_cpu_memory_cache() {
   c10::SetCPUAllocator(c10::GetDefaultCPUAllocator(), /*priority=*/1);
-  detail::CpuMemoryCache::instance().empty();
+  detail::CpuMemoryCache::instance().forget_live_blocks();
 }
 
 /// Frees the blocks the cache keeps (tensors in use are not affected).
