@@ -266,8 +266,10 @@ int main(int argc, char** argv) try {
     scaler = std::make_unique<resnet::GradScaler>(
         resnet::GradScalerOptions().enabled(dtype == torch::kFloat16));
     iteration = [&] {
-      for (auto& p : model->parameters()) {
-        p.mutable_grad() = torch::Tensor(); // zero_grad(set_to_none=True)
+      for (auto& group : optimizer->param_groups()) {
+        for (auto& p : group.params()) {
+          p.mutable_grad() = torch::Tensor(); // zero_grad(set_to_none=True)
+        }
       }
       torch::Tensor loss;
       {
