@@ -16,18 +16,13 @@ import re
 import subprocess
 import sys
 
+from checklist import check, finish
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH_DIR = os.path.join(HERE, "..", "..", "examples", "benchmark")
 FIELDS = ["impl", "torch", "arch", "mode", "batch", "size", "device", "dtype",
           "channels_last", "fuse", "cuda_graph", "cache_memory", "threads", "iters", "img_per_s",
           "ms_median", "ms_min", "ms_max", "peak_memory_mib"]
-failures = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
 
 
 def run(cmd):
@@ -110,12 +105,8 @@ def main():
     check(all(len(re.findall(r"\| \d+\.\d\d ", l)) == 2 for l in rows),
           "compare.sh: two ratios per row (as is, with the memory cache)")
 
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        return 1
-    print("all checks passed")
-    return 0
+    finish("benchmark")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

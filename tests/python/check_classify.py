@@ -21,16 +21,10 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
 import export_torchvision as export  # noqa: E402
+from checklist import check, finish  # noqa: E402
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
-failures = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
 
 
 def make_images(work):
@@ -132,8 +126,7 @@ def main():
     usage = run([args.classify, "--weights", ckpt, images[0]])
     check(usage.returncode == 2 and "--arch" in usage.stderr, "missing --arch is a usage error")
 
-    print(f"{len(failures)} failed" if failures else "all classify checks passed")
-    sys.exit(1 if failures else 0)
+    finish("classify")
 
 
 if __name__ == "__main__":
