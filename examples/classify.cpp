@@ -2,14 +2,18 @@
 // ImageNet models are evaluated: resize the shorter side to 256, crop the
 // central 224x224, normalize, and print the top classes.
 //
-//   classify --weights resnet50.pt --arch resnet50 [--topk 5]
-//            [--device cpu|cuda] [--classes imagenet_classes.txt]
-//            [--resize 256] [--crop 224] IMAGE...
+//   classify --weights resnet50.pth --arch resnet50 [--topk 5]
+//            [--entry NAME] [--device cpu|cuda]
+//            [--classes imagenet_classes.txt] [--resize 256] [--crop 224]
+//            IMAGE...
 //
-// The checkpoint comes from examples/export_torchvision.py (torchvision's
-// pretrained weights, or random ones), from resnet::save_state_dict, or is
-// any dict or TorchScript file resnet::load_state_dict reads. Its number of
-// classes is read from its `fc.weight`. Class names: one per line, in class
+// The weights are any file resnet::load_state_dict reads: torchvision's
+// published .pth files, timm's model.safetensors or .pth, a training
+// checkpoint (the state dict is found under its usual names, or named with
+// --entry, e.g. --entry model_ema), a TorchScript archive, or a file from
+// resnet::save_state_dict. The architecture is any name of
+// resnet::architectures(), torchvision's or timm's (resnet50d,
+// seresnext50_32x4d, ...). Its number of classes is read from `fc.weight`. Class names: one per line, in class
 // order (examples/data/imagenet_classes.txt for ImageNet).
 //
 // Build it alone against an installed resnet package:
@@ -40,6 +44,7 @@ namespace {
 
 struct Args {
   std::string weights;
+  std::string entry;
   std::string arch;
   std::string device;
   std::string classes = RESNET_CLASSES_FILE;
@@ -52,8 +57,8 @@ struct Args {
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "classify: " << problem << "\n"
             << "usage: classify --weights FILE --arch NAME [--topk K] "
-               "[--device cpu|cuda] [--classes FILE] [--resize N] [--crop N] "
-               "IMAGE...\n";
+               "[--entry NAME] [--device cpu|cuda] [--classes FILE] "
+               "[--resize N] [--crop N] IMAGE...\n";
   std::exit(2);
 }
 
@@ -81,6 +86,8 @@ Args parse(int argc, char** argv) {
     };
     if (flag == "--weights") {
       a.weights = value();
+    } else if (flag == "--entry") {
+      a.entry = value();
     } else if (flag == "--arch") {
       a.arch = value();
     } else if (flag == "--device") {
@@ -130,7 +137,7 @@ int main(int argc, char** argv) try {
       : resnet::parse_device(args.device);
 
   // The checkpoint says how many classes the model has.
-  const auto state = resnet::read_state_dict(args.weights);
+  const auto state = resnet::read_state_dict(args.weights, args.entry);
   int64_t classes = 0;
   for (const auto& item : state) {
     const auto& name = item.first;

@@ -695,7 +695,7 @@ std::string json_string(const std::string& s) {
 }
 
 void write_text_atomically(const fs::path& path, const std::string& text) {
-  resnet::detail::write_file_atomically(
+  resnet::write_file_atomically(
       path.string(), std::vector<char>(text.begin(), text.end()));
 }
 

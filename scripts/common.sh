@@ -5,12 +5,16 @@ RESNET_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # The PyPI torch wheel is large (several GB with its CUDA libraries): keep its
 # virtual environment outside the checkout so every clone reuses it.
 RESNET_VENV=${RESNET_VENV:-$HOME/.cache/resnet/venv}
+# Debian's python3 with its torch 1.13 and torchvision, plus timm and
+# safetensors from PyPI (which Debian 12 does not package), for the tests
+# against Debian's LibTorch.
+RESNET_DEBIAN_VENV=${RESNET_DEBIAN_VENV:-$HOME/.cache/resnet/debian-venv}
 RESNET_BUILD_ROOT=${RESNET_BUILD_ROOT:-$RESNET_ROOT/build}
 
 # Debian packages for building and testing against Debian's LibTorch 1.13.
 RESNET_APT_PACKAGES=(
   cmake ninja-build g++ ccache git
-  libtorch-dev libgtest-dev libstb-dev zlib1g-dev pkg-config
+  libtorch-dev libgtest-dev libstb-dev zlib1g-dev pkg-config nlohmann-json3-dev
   dataset-fashion-mnist gnuplot-nox
   python3 python3-venv python3-torch python3-torchvision python3-pil
 )
@@ -33,16 +37,34 @@ install_apt_packages() {
   fi
 }
 
-# PyPI's torch and torchvision in $RESNET_VENV, installed once and reused.
+# PyPI's torch, torchvision, timm and safetensors in $RESNET_VENV, installed
+# once and reused.
 ensure_pypi_torch() {
   if [ ! -x "$RESNET_VENV/bin/python" ]; then
     echo "== creating $RESNET_VENV"
     /usr/bin/python3 -m venv "$RESNET_VENV"
   fi
-  if ! "$RESNET_VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
-    echo "== pip install torch torchvision into $RESNET_VENV"
+  if ! "$RESNET_VENV/bin/python" -c "import torch, torchvision, timm, safetensors" 2>/dev/null; then
+    echo "== pip install torch torchvision timm safetensors into $RESNET_VENV"
     "$RESNET_VENV/bin/python" -m pip install -q --disable-pip-version-check \
-      torch torchvision
+      torch torchvision timm safetensors
+  fi
+}
+
+# Debian's python3 (torch 1.13, torchvision 0.14) seen through a virtual
+# environment that adds timm and safetensors. timm is installed without its
+# dependencies so that pip keeps Debian's torch instead of fetching another.
+ensure_debian_python() {
+  if [ ! -x "$RESNET_DEBIAN_VENV/bin/python" ]; then
+    echo "== creating $RESNET_DEBIAN_VENV"
+    /usr/bin/python3 -m venv --system-site-packages "$RESNET_DEBIAN_VENV"
+  fi
+  if ! "$RESNET_DEBIAN_VENV/bin/python" -c "import torch, torchvision, timm, safetensors" 2>/dev/null; then
+    echo "== pip install timm safetensors into $RESNET_DEBIAN_VENV"
+    "$RESNET_DEBIAN_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+      safetensors huggingface_hub pyyaml &&
+      "$RESNET_DEBIAN_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        --no-deps timm
   fi
 }
 
@@ -61,6 +83,8 @@ configure_build() {
     prefix=$("$RESNET_VENV/bin/python" -c \
       'import torch; print(torch.utils.cmake_prefix_path)')
     args+=("-DCMAKE_PREFIX_PATH=$prefix")
+  else
+    args+=("-DRESNET_PYTHON=$RESNET_DEBIAN_VENV/bin/python")
   fi
   echo "== configuring $RESNET_BUILD_ROOT/$name"
   cmake -S "$RESNET_ROOT" -B "$RESNET_BUILD_ROOT/$name" "${args[@]}" "$@" \

@@ -1,12 +1,14 @@
 // Weights I/O: the formats, strict checking, bad files, and numerical parity
-// with torchvision through Python (tests/python/*.py).
+// with torchvision: Python writes the references before the tests
+// (tests/python/make_parity_references.py) and checks the C++ checkpoints
+// after them (tests/python/check_parity_roundtrips.py).
 
 #include "test_support.h"
 
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <map>
 
 namespace {
@@ -66,15 +68,6 @@ resnet::ResNet<resnet::BasicBlock<>> small_model(int64_t classes = 10) {
 
 void write_bytes(const fs::path& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
-}
-
-int run(const std::string& command) {
-  std::cout << "+ " << command << std::endl;
-  return std::system(command.c_str());
-}
-
-std::string python() {
-  return std::string(RESNET_PYTHON) + " ";
 }
 
 TEST(StateDict, FollowsPyTorchOrder) {
@@ -346,20 +339,41 @@ TEST(Weights, SaveToUnwritablePlaceFailsCleanly) {
 }
 
 // ---------------------------------------------------------------------------
-// Parity with torchvision: tests/python/make_reference.py writes a random
-// torchvision model (random batch-norm statistics too) as a dict and as
-// TorchScript, with its outputs and gradients.
+// Parity with torchvision: the CTest fixture make_parity_references
+// (tests/python/make_parity_references.py, make_reference.py) writes random
+// torchvision models (random batch-norm statistics too) as a dict and as
+// TorchScript, with their outputs and gradients, one folder per case. No test
+// runs Python itself.
+
+// The fixture's folder for one case, e.g. "torchvision_resnet50".
+fs::path parity_case(const std::string& name) {
+  return fs::path(RESNET_FIXTURE_DIR) / "parity_references" / name;
+}
+
+// Whether the fixture wrote `files` into `dir`.
+::testing::AssertionResult has_references(
+    const fs::path& dir,
+    std::initializer_list<const char*> files) {
+  for (const char* file : files) {
+    if (!fs::is_regular_file(dir / file)) {
+      return ::testing::AssertionFailure()
+          << "no " << (dir / file).string()
+          << ": run through ctest: the fixture make_parity_references "
+             "writes it";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
 
 class Parity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Parity, OutputsGradientsAndRoundTripMatchTorchvision) {
   const std::string arch = GetParam();
-  const auto dir = work_dir("parity_" + arch);
-  const std::string src = RESNET_SOURCE_DIR;
-  ASSERT_EQ(
-      run(python() + src + "/tests/python/make_reference.py --arch " + arch +
-          " --out " + dir.string() + (arch == "resnet18" ? " --trace" : "")),
-      0);
+  const auto dir = parity_case("torchvision_" + arch);
+  ASSERT_TRUE(has_references(dir, {"state.pt", "script.pt", "io.pt"}));
+  // What an earlier run left must not stand in for this run's files.
+  fs::remove(dir / "cpp.pt");
+  fs::remove(dir / "cpp_io.pt");
   auto io = read_map(dir / "io.pt");
   const auto x = io.at("input");
 
@@ -409,17 +423,13 @@ TEST_P(Parity, OutputsGradientsAndRoundTripMatchTorchvision) {
             << "; worst gradient " << worst << " (" << worst_name << ") of "
             << compared << "\n";
 
-  // (c) C++ -> Python: torchvision loads our file strictly, same outputs.
+  // (c) C++ -> Python: after the tests, check_parity_roundtrips.py (the
+  // fixture's cleanup) loads these into torchvision strictly and compares
+  // the outputs; it fails for an architecture without them.
   resnet::save_state_dict(from_script, (dir / "cpp.pt").string());
   resnet::save_state_dict(
       resnet::StateDict{{"input", x}, {"output", eval_out}},
       (dir / "cpp_io.pt").string());
-  EXPECT_EQ(
-      run(python() + src + "/tests/python/check_roundtrip.py --arch " + arch +
-          " --checkpoint " + (dir / "cpp.pt").string() + " --io " +
-          (dir / "cpp_io.pt").string()),
-      0);
-  fs::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -442,12 +452,8 @@ class KuangliuParity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(KuangliuParity, CifarCheckpointsLoadThroughKeyMap) {
   const std::string arch = GetParam();
-  const auto dir = work_dir("kuangliu_" + arch);
-  ASSERT_EQ(
-      run(python() +
-          RESNET_SOURCE_DIR "/tests/python/make_reference.py --kuangliu " +
-          arch + " --out " + dir.string()),
-      0);
+  const auto dir = parity_case("kuangliu_" + arch);
+  ASSERT_TRUE(has_references(dir, {"state.pt", "io.pt"}));
   auto model = resnet::create(
       arch, ResNetOptions().num_classes(10).stem(resnet::Stem::Cifar));
   const auto path = (dir / "state.pt").string();
@@ -464,7 +470,6 @@ TEST_P(KuangliuParity, CifarCheckpointsLoadThroughKeyMap) {
       relative_error(model->forward(io.at("input")), io.at("eval_output"));
   std::cout << arch << " (kuangliu) relative error " << err << "\n";
   EXPECT_LE(err, 1e-5);
-  fs::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(

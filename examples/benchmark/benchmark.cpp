@@ -29,6 +29,7 @@
 
 #if RESNET_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 #include <sys/resource.h>
@@ -183,8 +184,10 @@ double median(std::vector<double> v) {
 double peak_memory_mib(const torch::Device& device) {
 #if RESNET_WITH_CUDA
   if (device.is_cuda()) {
-    const auto stats =
-        c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    // A bare "cuda" has no index: it means the current device.
+    const auto index =
+        device.has_index() ? device.index() : c10::cuda::current_device();
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
     return static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 20);
   }
 #endif

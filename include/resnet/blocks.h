@@ -3,13 +3,19 @@
 // The two residual blocks: BasicBlock (two 3x3 convolutions) and Bottleneck
 // (1x1, 3x3, 1x1), both templated on their normalization layer.
 
+#include <resnet/attention.h>
 #include <resnet/norm.h>
 #include <resnet/options.h>
 
 #include <torch/nn/cloneable.h>
+#include <torch/nn/functional/padding.h>
+#include <torch/nn/functional/pooling.h>
 #include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/pooling.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
@@ -64,7 +70,40 @@ inline void check_block_options(const BlockOptions& o, const char* block) {
       o.groups(),
       " and ",
       o.base_width());
+  TORCH_CHECK(
+      o.drop_path() >= 0.0 && o.drop_path() <= 1.0,
+      "resnet: ",
+      block,
+      " expects drop_path in [0, 1], got ",
+      o.drop_path());
+  TORCH_CHECK(
+      !(o.avg_down() && o.shortcut() == Shortcut::ZeroPad),
+      "resnet: ",
+      block,
+      ": avg_down applies to projection shortcuts, got Shortcut::ZeroPad");
 }
+
+/// A 2x2 average pool with stride 1 and TensorFlow's 'same' padding (one
+/// zero row and column after the input, counted in the averages): the pool
+/// of an averaging shortcut in a dilated stage (timm's `AvgPool2dSame`).
+class SamePadAvgPool2dImpl : public torch::nn::Cloneable<SamePadAvgPool2dImpl> {
+ public:
+  void reset() override {}
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    namespace F = torch::nn::functional;
+    return F::avg_pool2d(
+        F::pad(x, F::PadFuncOptions({0, 1, 0, 1})),
+        F::AvgPool2dFuncOptions(2).stride(1).ceil_mode(true).count_include_pad(
+            false));
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "resnet::SamePadAvgPool2d(kernel_size=2, stride=1)";
+  }
+};
+
+TORCH_MODULE(SamePadAvgPool2d);
 
 /// The parameter-free shortcut ("option A" of He et al.): every `stride`-th
 /// pixel of `x`, its channels zero-padded to `out_channels`, half the new
@@ -82,6 +121,32 @@ inline torch::Tensor zero_pad_shortcut(
   const int64_t extra = out_channels - x.size(1);
   return torch::constant_pad_nd(
       sub, {0, 0, 0, 0, extra / 2, extra - extra / 2});
+}
+
+/// Registers the attention module of `o` as `se` on `owner`; empty for
+/// `Attention::None`.
+inline torch::nn::AnyModule register_attention(
+    torch::nn::Module& owner,
+    const BlockOptions& o,
+    int64_t channels) {
+  auto attention = make_attention(o.attention(), channels);
+  if (!attention.is_empty()) {
+    owner.register_module("se", attention.ptr());
+  }
+  return attention;
+}
+
+/// The end of a residual branch after its last norm, as timm orders it:
+/// attention, then drop path.
+inline torch::Tensor residual_tail(
+    torch::Tensor out,
+    torch::nn::AnyModule& attention,
+    double drop_path_rate,
+    bool training) {
+  if (!attention.is_empty()) {
+    out = attention.forward(out);
+  }
+  return drop_path(out, drop_path_rate, training);
 }
 
 /// The shortcut of a block whose output shape differs from its input's:
@@ -111,11 +176,28 @@ class BlockShortcut {
       zero_pad_ = true;
       return;
     }
-    downsample = owner.register_module(
-        "downsample",
-        torch::nn::Sequential(
-            conv1x1(o.in_channels(), out_channels, o.stride()),
-            NormTraits<Norm>::make(out_channels)));
+    if (!o.avg_down()) {
+      downsample = owner.register_module(
+          "downsample",
+          torch::nn::Sequential(
+              conv1x1(o.in_channels(), out_channels, o.stride()),
+              NormTraits<Norm>::make(out_channels)));
+      return;
+    }
+    torch::nn::Sequential seq;
+    if (o.stride() > 1) {
+      seq->push_back(torch::nn::AvgPool2d(torch::nn::AvgPool2dOptions(2)
+                                              .stride(o.stride())
+                                              .ceil_mode(true)
+                                              .count_include_pad(false)));
+    } else if (o.stage_dilation() > 1) {
+      seq->push_back(SamePadAvgPool2d());
+    } else {
+      seq->push_back(torch::nn::Identity());
+    }
+    seq->push_back(conv1x1(o.in_channels(), out_channels));
+    seq->push_back(NormTraits<Norm>::make(out_channels));
+    downsample = owner.register_module("downsample", seq);
   }
 
   torch::Tensor identity(const torch::Tensor& x) {
@@ -171,6 +253,7 @@ class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl<NormT>> {
     conv2 =
         this->register_module("conv2", detail::conv3x3(o.planes(), o.planes()));
     bn2 = this->register_module("bn2", NormTraits<Norm>::make(o.planes()));
+    se = detail::register_attention(*this, o, o.planes() * expansion);
     shortcut_.build(*this, o, o.planes() * expansion);
   }
 
@@ -178,7 +261,8 @@ class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl<NormT>> {
     // In-place ReLU and addition on fresh intermediate tensors, as
     // torchvision does: fewer allocations, and autograd allows it.
     auto out = bn1(conv1(x)).relu_();
-    out = bn2(conv2(out));
+    out = detail::residual_tail(
+        bn2(conv2(out)), se, options_.drop_path(), this->is_training());
     out += shortcut_.identity(x);
     return out.relu_();
   }
@@ -200,6 +284,8 @@ class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl<NormT>> {
 
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   Norm bn1{nullptr}, bn2{nullptr};
+  /// The attention module, registered as `se`; empty without one.
+  torch::nn::AnyModule se;
 
  private:
   BlockOptions options_;
@@ -245,13 +331,15 @@ class BottleneckImpl : public torch::nn::Cloneable<BottleneckImpl<NormT>> {
         "conv3", detail::conv1x1(w, o.planes() * expansion));
     bn3 = this->register_module(
         "bn3", NormTraits<Norm>::make(o.planes() * expansion));
+    se = detail::register_attention(*this, o, o.planes() * expansion);
     shortcut_.build(*this, o, o.planes() * expansion);
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
     auto out = bn1(conv1(x)).relu_();
     out = bn2(conv2(out)).relu_();
-    out = bn3(conv3(out));
+    out = detail::residual_tail(
+        bn3(conv3(out)), se, options_.drop_path(), this->is_training());
     out += shortcut_.identity(x);
     return out.relu_();
   }
@@ -274,6 +362,8 @@ class BottleneckImpl : public torch::nn::Cloneable<BottleneckImpl<NormT>> {
 
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   Norm bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  /// The attention module, registered as `se`; empty without one.
+  torch::nn::AnyModule se;
 
  private:
   BlockOptions options_;

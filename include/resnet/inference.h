@@ -442,6 +442,27 @@ inline FusedConv2d fold(
       o.groups());
 }
 
+// What `fuse_for_inference` cannot fold in a network built with `o`, as a
+// list for its message; empty if it can fold everything.
+inline std::string unfusable_parts(const ResNetOptions& o) {
+  std::string parts;
+  const auto add = [&parts](const std::string& part) {
+    parts += (parts.empty() ? "" : ", ") + part;
+  };
+  if (o.stem_type() != StemType::Default) {
+    add(std::string("the deep stem (StemType::") + to_string(o.stem_type()) +
+        ")");
+  }
+  if (o.avg_down()) {
+    add("averaging shortcuts (avg_down)");
+  }
+  if (o.attention() != Attention::None) {
+    add(std::string("attention modules (Attention::") +
+        to_string(o.attention()) + ")");
+  }
+  return parts;
+}
+
 inline FusedBlock fuse_block(
     const torch::nn::Module& block,
     const std::string& where) {
@@ -510,6 +531,13 @@ inline FusedBlock fuse_block(
 inline InferenceResNet fuse_for_inference(
     const ResNetBaseImpl& model,
     const FuseOptions& options = {}) {
+  const auto unfusable = detail::unfusable_parts(model.options());
+  TORCH_CHECK(
+      unfusable.empty(),
+      "resnet: fuse_for_inference folds batch norms into the torchvision "
+      "layout and cannot fuse ",
+      unfusable,
+      "; run the network itself in eval mode");
   const auto* conv1 = detail::find_child(model, "conv1");
   const auto* bn1 = detail::find_child(model, "bn1");
   TORCH_CHECK(

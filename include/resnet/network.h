@@ -10,6 +10,7 @@
 
 #include <torch/nn/init.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
@@ -139,7 +140,7 @@ class ResNetImpl : public ResNetBaseImpl {
         num_classes >= 0,
         "resnet: reset_classifier expects num_classes >= 0, got ",
         num_classes);
-    const auto like = conv1->weight;
+    const auto like = stem_weight();
     if (!fc.is_empty()) {
       unregister_module("fc");
       fc = nullptr;
@@ -209,7 +210,12 @@ class ResNetImpl : public ResNetBaseImpl {
     stream << "], num_classes=" << options_.num_classes() << ")";
   }
 
+  /// The stem's convolution with `StemType::Default`; empty otherwise.
   torch::nn::Conv2d conv1{nullptr};
+  /// The deep stems' convolutions, norms and ReLUs (timm's layout: conv,
+  /// norm, ReLU, conv, norm, ReLU, conv), registered as `conv1`; empty with
+  /// `StemType::Default`.
+  torch::nn::Sequential deep_stem{nullptr};
   Norm bn1{nullptr};
   torch::nn::MaxPool2d maxpool{nullptr};
   /// layer1 ... layerN.
@@ -237,6 +243,23 @@ class ResNetImpl : public ResNetBaseImpl {
         options_.base_channels() >= 1,
         "resnet: base_channels must be >= 1, got ",
         options_.base_channels());
+    TORCH_CHECK(
+        options_.stem_type() == StemType::Default ||
+            options_.stem_width() >=
+                (options_.stem_type() == StemType::DeepTiered ? 4 : 1),
+        "resnet: stem_width must be >= 1 (>= 4 for StemType::DeepTiered), "
+        "got ",
+        options_.stem_width(),
+        " with StemType::",
+        to_string(options_.stem_type()));
+    TORCH_CHECK(
+        options_.drop_path_rate() >= 0.0 && options_.drop_path_rate() <= 1.0,
+        "resnet: drop_path_rate must be in [0, 1], got ",
+        options_.drop_path_rate());
+    TORCH_CHECK(
+        !(options_.avg_down() && options_.shortcut() == Shortcut::ZeroPad),
+        "resnet: avg_down applies to projection shortcuts, got "
+        "Shortcut::ZeroPad");
     const auto& dilate = options_.replace_stride_with_dilation();
     TORCH_CHECK(
         dilate.size() == 3,
@@ -258,22 +281,38 @@ class ResNetImpl : public ResNetBaseImpl {
 
   void build() {
     const auto& o = options_;
-    const int64_t stem_out = o.base_channels();
-    if (o.stem() == Stem::ImageNet) {
+    const bool cifar = o.stem() == Stem::Cifar;
+    const int64_t stem_out = o.stem_type() == StemType::Default
+        ? o.base_channels()
+        : 2 * o.stem_width();
+    if (o.stem_type() == StemType::Default) {
       conv1 = register_module(
           "conv1",
-          torch::nn::Conv2d(
-              torch::nn::Conv2dOptions(o.in_channels(), stem_out, 7)
-                  .stride(2)
-                  .padding(3)
-                  .bias(false)));
+          cifar ? detail::conv3x3(o.in_channels(), stem_out)
+                : torch::nn::Conv2d(
+                      torch::nn::Conv2dOptions(o.in_channels(), stem_out, 7)
+                          .stride(2)
+                          .padding(3)
+                          .bias(false)));
     } else {
-      conv1 =
-          register_module("conv1", detail::conv3x3(o.in_channels(), stem_out));
+      const int64_t first = o.stem_type() == StemType::DeepTiered
+          ? 3 * (o.stem_width() / 4)
+          : o.stem_width();
+      const int64_t second = o.stem_width();
+      deep_stem = register_module(
+          "conv1",
+          torch::nn::Sequential(
+              detail::conv3x3(o.in_channels(), first, cifar ? 1 : 2),
+              NormTraits<Norm>::make(first),
+              torch::nn::ReLU(torch::nn::ReLUOptions(/*inplace=*/true)),
+              detail::conv3x3(first, second),
+              NormTraits<Norm>::make(second),
+              torch::nn::ReLU(torch::nn::ReLUOptions(/*inplace=*/true)),
+              detail::conv3x3(second, stem_out)));
     }
     bn1 = register_module("bn1", NormTraits<Norm>::make(stem_out));
     total_stride_ = 1;
-    if (o.stem() == Stem::ImageNet) {
+    if (!cifar) {
       maxpool = register_module(
           "maxpool",
           torch::nn::MaxPool2d(
@@ -283,6 +322,11 @@ class ResNetImpl : public ResNetBaseImpl {
 
     int64_t in = stem_out;
     int64_t dilation = 1;
+    int64_t total_blocks = 0;
+    for (auto n : layers_) {
+      total_blocks += n;
+    }
+    int64_t block_index = 0;
     for (size_t i = 0; i < layers_.size(); ++i) {
       const int64_t planes = o.base_channels() << i;
       int64_t stride = i == 0 ? 1 : 2;
@@ -294,14 +338,25 @@ class ResNetImpl : public ResNetBaseImpl {
       total_stride_ *= stride;
       torch::nn::Sequential layer;
       for (int64_t j = 0; j < layers_[i]; ++j) {
+        // timm's linear rule: 0 for the first block, the full rate for the
+        // last.
+        const double drop = total_blocks > 1
+            ? o.drop_path_rate() * static_cast<double>(block_index) /
+                static_cast<double>(total_blocks - 1)
+            : 0.0;
         layer->push_back(
             Block(BlockOptions(in, planes)
                       .stride(j == 0 ? stride : 1)
                       .groups(o.groups())
                       .base_width(o.width_per_group())
                       .dilation(j == 0 ? previous_dilation : dilation)
-                      .shortcut(o.shortcut())));
+                      .stage_dilation(dilation)
+                      .shortcut(o.shortcut())
+                      .avg_down(o.avg_down())
+                      .attention(o.attention())
+                      .drop_path(drop)));
         in = planes * BlockImpl::expansion;
+        ++block_index;
       }
       stages.push_back(register_module("layer" + std::to_string(i + 1), layer));
     }
@@ -333,8 +388,17 @@ class ResNetImpl : public ResNetBaseImpl {
 
   torch::Tensor forward_stem(const torch::Tensor& x) {
     check_input(x);
-    auto out = bn1(conv1(x)).relu_();
+    auto out = conv1.is_empty() ? deep_stem->forward(x) : conv1(x);
+    out = bn1(out).relu_();
     return maxpool.is_empty() ? out : maxpool(out);
+  }
+
+  // A tensor of the network's device and dtype.
+  torch::Tensor stem_weight() const {
+    if (!conv1.is_empty()) {
+      return conv1->weight;
+    }
+    return deep_stem->ptr(0)->as<torch::nn::Conv2dImpl>()->weight;
   }
 
   void check_input(const torch::Tensor& x) const {

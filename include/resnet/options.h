@@ -32,6 +32,65 @@ enum class Shortcut {
   Projection,
 };
 
+/// The convolutions of the stem (timm's `stem_type`). Each is followed by a
+/// normalization layer and ReLU; `ResNetOptions::stem` decides the stride and
+/// the max pool.
+enum class StemType {
+  /// One convolution of `base_channels` outputs: 7x7 with `Stem::ImageNet`,
+  /// 3x3 with `Stem::Cifar`. Registered as `conv1` (torchvision, timm '').
+  Default,
+  /// Three 3x3 convolutions of `stem_width`, `stem_width` and
+  /// `2 * stem_width` outputs (timm 'deep': the c, d, s variants), registered
+  /// as `conv1.0 conv1.1 conv1.3 conv1.4 conv1.6` like timm's Sequential,
+  /// with the last norm as `bn1`.
+  Deep,
+  /// Like `Deep` with `3 * (stem_width / 4)`, `stem_width` and
+  /// `2 * stem_width` outputs (timm 'deep_tiered': the t variants).
+  DeepTiered,
+};
+
+/// A channel attention module applied to each block's residual branch after
+/// its last normalization layer, before the shortcut is added; registered as
+/// `se` like timm's.
+enum class Attention {
+  /// None.
+  None,
+  /// Squeeze-and-excitation (Hu et al. 2018): global average, 1x1 conv
+  /// `se.fc1` to `C / 16` channels rounded to a multiple of 8 (at least 8),
+  /// ReLU, 1x1 conv `se.fc2` back to `C`, sigmoid gate; both with bias.
+  SqueezeExcite,
+  /// Efficient channel attention (Wang et al. 2020): global average, a 1-D
+  /// convolution `se.conv` across channels without bias, of odd size
+  /// `max(3, t or t + 1)` with `t = int((log2(C) + 1) / 2)`, sigmoid gate.
+  EfficientChannel,
+};
+
+/// The name of a stem type, for messages.
+inline const char* to_string(StemType type) {
+  switch (type) {
+    case StemType::Default:
+      return "Default";
+    case StemType::Deep:
+      return "Deep";
+    case StemType::DeepTiered:
+      return "DeepTiered";
+  }
+  return "?";
+}
+
+/// The name of an attention kind, for messages.
+inline const char* to_string(Attention kind) {
+  switch (kind) {
+    case Attention::None:
+      return "None";
+    case Attention::SqueezeExcite:
+      return "SqueezeExcite";
+    case Attention::EfficientChannel:
+      return "EfficientChannel";
+  }
+  return "?";
+}
+
 /// Options of a whole network. Fields that an architecture defines itself
 /// (layers, block kind) are not here: see `resnet::architectures()`.
 struct ResNetOptions {
@@ -63,6 +122,27 @@ struct ResNetOptions {
   /// `base_channels * 2^i`. 64 for the torchvision family, 16 for the paper's
   /// CIFAR networks.
   TORCH_ARG(int64_t, base_channels) = 64;
+  /// The stem's convolutions. `Deep` and `DeepTiered` keep the stride and
+  /// pooling that `stem` chooses (stride 1 in their first convolution and no
+  /// pooling with `Stem::Cifar`).
+  TORCH_ARG(StemType, stem_type) = StemType::Default;
+  /// Width of the deep stems (see `StemType`); they put out `2 * stem_width`
+  /// channels. Unused by `StemType::Default`, which puts out `base_channels`
+  /// (as timm's 7x7 stem puts out 64 whatever its `stem_width`).
+  TORCH_ARG(int64_t, stem_width) = 64;
+  /// Projection shortcuts average-pool before their 1x1 convolution instead
+  /// of striding it (ResNet-D of He et al. 2019, timm's `avg_down`):
+  /// `downsample.0` is a 2x2 average pool (ceil mode, padding not counted;
+  /// the identity in blocks without stride or dilation), `downsample.1` the
+  /// convolution, `downsample.2` the norm.
+  TORCH_ARG(bool, avg_down) = false;
+  /// The attention module of every block.
+  TORCH_ARG(Attention, attention) = Attention::None;
+  /// Stochastic depth (Huang et al. 2016) in training: block i of the n in
+  /// the network drops its residual branch per sample with probability
+  /// `drop_path_rate * i / (n - 1)` and scales kept ones by 1 / (1 - p), as
+  /// timm does. No effect in eval mode. In [0, 1].
+  TORCH_ARG(double, drop_path_rate) = 0.0;
 };
 
 /// Options of one residual block, filled in by the network.
@@ -83,8 +163,19 @@ struct BlockOptions {
   TORCH_ARG(int64_t, base_width) = 64;
   /// Dilation of the 3x3 convolution(s).
   TORCH_ARG(int64_t, dilation) = 1;
+  /// Dilation of the block's stage; differs from `dilation` in the first
+  /// block of a dilated stage, which keeps the previous stage's. An averaging
+  /// shortcut without stride pools with 'same' padding where it is > 1.
+  TORCH_ARG(int64_t, stage_dilation) = 1;
   /// Shortcut used if the block changes shape; `Auto` means `Projection`.
   TORCH_ARG(Shortcut, shortcut) = Shortcut::Projection;
+  /// Average-pool in the projection shortcut instead of striding its
+  /// convolution (see `ResNetOptions::avg_down`).
+  TORCH_ARG(bool, avg_down) = false;
+  /// The attention module on the residual branch.
+  TORCH_ARG(Attention, attention) = Attention::None;
+  /// Probability of dropping the residual branch per sample in training.
+  TORCH_ARG(double, drop_path) = 0.0;
 };
 
 } // namespace resnet

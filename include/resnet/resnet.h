@@ -4,6 +4,7 @@
 // <resnet/image.h>, which needs stb_image.
 
 #include <resnet/blocks.h>
+#include <resnet/checkpoint.h>
 #include <resnet/cuda_graph.h>
 #include <resnet/device.h>
 #include <resnet/inference.h>
@@ -13,6 +14,7 @@
 #include <resnet/norm.h>
 #include <resnet/options.h>
 #include <resnet/precision.h>
+#include <resnet/safetensors.h>
 #include <resnet/transforms.h>
 #include <resnet/version.h>
 #include <resnet/weights.h>

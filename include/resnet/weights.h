@@ -1,23 +1,20 @@
 #pragma once
 
-// Reading and writing weights in the formats PyTorch users have: a dict saved
-// with torch.save, a TorchScript archive, and this library's own files (which
-// Python opens with torch.load).
+// Loading weights into a model and saving them: strict, all-or-nothing
+// loads from any file `read_state_dict` reads (torch.save, safetensors,
+// TorchScript), and files Python opens with torch.load or safetensors.
 
-#include <caffe2/serialize/inline_container.h>
+#include <resnet/checkpoint.h>
+#include <resnet/detail/torch_save.h>
+#include <resnet/io.h>
+#include <resnet/safetensors.h>
+
 #include <torch/arg.h>
-#include <torch/csrc/jit/api/module.h>
-#include <torch/csrc/jit/serialization/import.h>
-#include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
-#include <torch/serialize.h>
 #include <torch/types.h>
 
-#include <cstdio>
-#include <fstream>
 #include <functional>
-#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -25,14 +22,7 @@
 #include <utility>
 #include <vector>
 
-#if defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>
-#endif
-
 namespace resnet {
-
-/// Named tensors in PyTorch's state_dict order.
-using StateDict = std::vector<std::pair<std::string, torch::Tensor>>;
 
 namespace detail {
 
@@ -95,6 +85,10 @@ struct LoadOptions {
   /// Drop the `module.` prefix that DataParallel and DistributedDataParallel
   /// add, when every checkpoint key has it.
   TORCH_ARG(bool, strip_module_prefix) = true;
+  /// Where the state dict sits in a training checkpoint: a key such as
+  /// "net" or "model_ema", or nested keys joined by '/'. Empty: the file
+  /// itself or the usual names (see `read_state_dict`).
+  TORCH_ARG(std::string, entry) = "";
 };
 
 /// What `load_state_dict` did.
@@ -124,110 +118,6 @@ inline std::string join_names(const std::vector<std::string>& names) {
   return out;
 }
 
-inline std::vector<char> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in, "resnet: cannot open '", path, "' for reading");
-  std::vector<char> bytes(
-      (std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  TORCH_CHECK(!in.bad(), "resnet: error while reading '", path, "'");
-  return bytes;
-}
-
-/// Writes `bytes` to `path` so that readers see the old file or the new one,
-/// never a part: a temporary file beside it, flushed to disk, renamed.
-inline void write_file_atomically(
-    const std::string& path,
-    const std::vector<char>& bytes) {
-  std::string tmp = path + ".tmp";
-#if defined(__unix__) || defined(__APPLE__)
-  tmp += ".";
-  tmp += std::to_string(::getpid());
-#endif
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  TORCH_CHECK(f, "resnet: cannot open '", tmp, "' for writing");
-  bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
-  ok = std::fflush(f) == 0 && ok;
-#if defined(__unix__) || defined(__APPLE__)
-  ok = ::fsync(::fileno(f)) == 0 && ok;
-#endif
-  ok = std::fclose(f) == 0 && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    TORCH_CHECK(false, "resnet: failed to write '", path, "'");
-  }
-}
-
-/// A dict of string -> tensor, or a dict holding one under "state_dict" or
-/// "model" (the layout of many training checkpoints).
-inline StateDict state_from_ivalue(const c10::IValue& value) {
-  TORCH_CHECK(
-      value.isGenericDict(),
-      "expected a dict of tensors, got ",
-      value.tagKind());
-  const auto dict = value.toGenericDict();
-  StateDict out;
-  bool all_tensors = true;
-  for (const auto& item : dict) {
-    if (!item.key().isString() || !item.value().isTensor()) {
-      all_tensors = false;
-      break;
-    }
-    out.emplace_back(item.key().toStringRef(), item.value().toTensor());
-  }
-  if (all_tensors) {
-    return out;
-  }
-  for (const char* nested : {"state_dict", "model"}) {
-    for (const auto& item : dict) {
-      if (item.key().isString() && item.key().toStringRef() == nested &&
-          item.value().isGenericDict()) {
-        return state_from_ivalue(item.value());
-      }
-    }
-  }
-  TORCH_CHECK(
-      false,
-      "expected a dict of name -> tensor (or one under 'state_dict' or "
-      "'model'), found other entries");
-}
-
-inline StateDict read_state_dict_or_throw(const std::string& path) {
-  const auto bytes = read_file(path);
-  TORCH_CHECK(!bytes.empty(), "the file is empty");
-  const bool zip = bytes.size() >= 4 && bytes[0] == 'P' && bytes[1] == 'K' &&
-      bytes[2] == '\x03' && bytes[3] == '\x04';
-  if (!zip) {
-    TORCH_CHECK(
-        static_cast<unsigned char>(bytes[0]) != 0x80,
-        "this is torch.save's legacy format; save it again with "
-        "torch.save(dict(model.state_dict()), path) from PyTorch >= 1.6");
-    TORCH_CHECK(
-        false,
-        "not a PyTorch checkpoint (expected the zip archive written by "
-        "torch.save, torch.jit.save or resnet::save_state_dict)");
-  }
-  bool torchscript = false;
-  {
-    caffe2::serialize::PyTorchStreamReader reader(path);
-    TORCH_CHECK(
-        reader.hasRecord("data.pkl") || reader.hasRecord("constants.pkl"),
-        "the zip archive holds no PyTorch data (no data.pkl)");
-    torchscript = reader.hasRecord("constants.pkl");
-  }
-  if (!torchscript) {
-    return state_from_ivalue(torch::pickle_load(bytes));
-  }
-  auto module = torch::jit::load(path, torch::Device(torch::kCPU));
-  StateDict out;
-  for (const auto& p : module.named_parameters()) {
-    out.emplace_back(p.name, p.value);
-  }
-  for (const auto& b : module.named_buffers()) {
-    out.emplace_back(b.name, b.value);
-  }
-  return out;
-}
-
 inline bool starts_with_any(
     const std::string& name,
     const std::vector<std::string>& prefixes) {
@@ -246,24 +136,6 @@ inline std::string shape_string(const torch::Tensor& t) {
 }
 
 } // namespace detail
-
-/// Reads the named tensors of a checkpoint, detecting its format: a dict
-/// saved with `torch.save(dict(model.state_dict()), path)` (also nested under
-/// "state_dict" or "model"), a TorchScript archive (`torch.jit.script(m)
-/// .save(path)`, `torch.jit.trace`), or a file from `save_state_dict`. A
-/// missing, empty, truncated or foreign file raises a `c10::Error` naming the
-/// path.
-inline StateDict read_state_dict(const std::string& path) {
-  try {
-    return detail::read_state_dict_or_throw(path);
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(
-        false, "resnet: cannot read checkpoint '", path, "': ", e.msg());
-  } catch (const std::exception& e) {
-    TORCH_CHECK(
-        false, "resnet: cannot read checkpoint '", path, "': ", e.what());
-  }
-}
 
 /// Loads `source` into `model`'s parameters and buffers (converted to the
 /// model's device and floating-point dtype). Everything is checked before
@@ -392,14 +264,16 @@ inline LoadReport load_state_dict(
   return report;
 }
 
-/// Reads the checkpoint at `path` (see `read_state_dict`) and loads it into
-/// `model` (see the overload above).
+/// Reads the checkpoint at `path` (see `read_state_dict`; `options.entry()`
+/// picks the state dict of a training checkpoint) and loads it into `model`
+/// (see the overload above). A file that cannot be read leaves the model
+/// as it was.
 inline LoadReport load_state_dict(
     torch::nn::Module& model,
     const std::string& path,
     const LoadOptions& options = {}) {
   return load_state_dict(
-      model, read_state_dict(path), options, "'" + path + "'");
+      model, read_state_dict(path, options.entry()), options, "'" + path + "'");
 }
 
 template <class M, class Source>
@@ -410,62 +284,27 @@ LoadReport load_state_dict(
   return load_state_dict(*model, source, options);
 }
 
-namespace detail {
-
-/// The bytes of torch.save's zip format holding a plain dict of `state`.
-/// Unlike torch::pickle_save it writes no TorchScript type tags, which
-/// Python's torch.load(weights_only=True) (the default since PyTorch 2.6)
-/// refuses.
-inline std::vector<char> pickle_state_dict(const StateDict& state) {
-  c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
-  for (const auto& item : state) {
-    TORCH_CHECK(
-        item.second.defined(),
-        "resnet: cannot save undefined tensor '",
-        item.first,
-        "'");
-    dict.insert(
-        item.first, item.second.detach().to(torch::kCPU).contiguous().clone());
-  }
-  std::vector<char> pickled;
-  torch::jit::Pickler pickler(
-      [&](const char* data, size_t size) {
-        pickled.insert(pickled.end(), data, data + size);
-      },
-      /*tensor_table=*/nullptr,
-      /*type_renamer=*/nullptr,
-      /*memoized_class_types=*/nullptr,
-      /*get_tensor_id=*/nullptr,
-      /*tag_aggregates=*/false);
-  pickler.protocol();
-  pickler.pushIValue(c10::IValue(dict));
-  pickler.stop();
-
-  std::vector<char> archive;
-  caffe2::serialize::PyTorchStreamWriter writer(
-      [&](const void* data, size_t size) -> size_t {
-        const auto* bytes = static_cast<const char*>(data);
-        archive.insert(archive.end(), bytes, bytes + size);
-        return size;
-      });
-  const auto& tensors = pickler.tensorData();
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const auto data = torch::jit::getWriteableTensorData(tensors[i]);
-    writer.writeRecord(
-        "data/" + std::to_string(i), data.data(), data.sizeInBytes());
-  }
-  writer.writeRecord("data.pkl", pickled.data(), pickled.size());
-  writer.writeEndOfFile();
-  return archive;
-}
-
-} // namespace detail
-
-/// Writes named tensors as a dict that Python opens with `torch.load(path)`
-/// (also with weights_only=True) and torchvision's `model.load_state_dict`
-/// accepts. Tensors are saved from the CPU; the write is atomic.
+/// Writes named tensors in the format the extension of `path` names: a
+/// safetensors file for `.safetensors`, otherwise torch.save's zip format
+/// holding an OrderedDict, as `torch.save(model.state_dict(), path)` writes.
+/// Python opens either (`torch.load(path, weights_only=True)`,
+/// `safetensors.torch.load_file`) and torchvision's and timm's
+/// `load_state_dict` accept them. Tensors are saved from the CPU; the write
+/// is atomic (the old file, or the new one, never a part).
 inline void save_state_dict(const StateDict& state, const std::string& path) {
-  detail::write_file_atomically(path, detail::pickle_state_dict(state));
+  const std::string ext = ".safetensors";
+  if (path.size() >= ext.size() &&
+      path.compare(path.size() - ext.size(), ext.size(), ext) == 0) {
+    save_safetensors(state, path);
+    return;
+  }
+  std::vector<char> bytes;
+  try {
+    bytes = detail::write_torch_save(state);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "resnet: cannot save '", path, "': ", e.msg());
+  }
+  write_file_atomically(path, bytes);
 }
 
 /// Writes `module`'s parameters and buffers (see `state_dict`).

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes what the C++ parity tests compare against, for one architecture.
+"""Writes what the C++ parity tests compare against, for one architecture
+(make_parity_references.py writes them all for the tests).
 
     make_reference.py --arch resnet50 --out DIR
         DIR/state.pt   torch.save(dict(model.state_dict()))
@@ -107,39 +108,36 @@ KUANGLIU = {
 }
 
 
-def main():
-    p = argparse.ArgumentParser()
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--arch", choices=export.ARCHS)
-    group.add_argument("--kuangliu", choices=sorted(KUANGLIU))
-    p.add_argument("--out", required=True)
-    p.add_argument("--trace", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    g = torch.Generator().manual_seed(args.seed + 1)
+def write_kuangliu(arch, out, seed=0):
+    """state.pt (saved through DataParallel) and io.pt for a CIFAR ResNet in
+    the style of kuangliu/pytorch-cifar."""
+    os.makedirs(out, exist_ok=True)
+    g = torch.Generator().manual_seed(seed + 1)
+    torch.manual_seed(seed)
+    block, layers = KUANGLIU[arch]
+    model = CifarResNet(block, layers)
+    export.randomize_batch_norm(model, seed)
+    model.eval()
+    x = torch.randn(2, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        y = model(x)
+    # DataParallel adds the "module." prefix to every key.
+    torch.save(dict(nn.DataParallel(model).state_dict()),
+               os.path.join(out, "state.pt"))
+    torch.save({"input": x, "eval_output": y}, os.path.join(out, "io.pt"))
 
-    if args.kuangliu:
-        torch.manual_seed(args.seed)
-        block, layers = KUANGLIU[args.kuangliu]
-        model = CifarResNet(block, layers)
-        export.randomize_batch_norm(model, args.seed)
-        model.eval()
-        x = torch.randn(2, 3, 32, 32, generator=g)
-        with torch.no_grad():
-            y = model(x)
-        # DataParallel adds the "module." prefix to every key.
-        torch.save(dict(nn.DataParallel(model).state_dict()),
-                   os.path.join(args.out, "state.pt"))
-        torch.save({"input": x, "eval_output": y}, os.path.join(args.out, "io.pt"))
-        return
 
-    model = export.build(args.arch, seed=args.seed)
-    export.randomize_batch_norm(model, args.seed)
+def write_torchvision(arch, out, trace=False, seed=0):
+    """state.pt, script.pt (traced if `trace`) and io.pt for a torchvision
+    model."""
+    os.makedirs(out, exist_ok=True)
+    g = torch.Generator().manual_seed(seed + 1)
+    model = export.build(arch, seed=seed)
+    export.randomize_batch_norm(model, seed)
     x = torch.randn(2, 3, 64, 64, generator=g)
-    export.save(model, os.path.join(args.out, "state.pt"), "dict")
-    export.save(model, os.path.join(args.out, "script.pt"),
-                "trace" if args.trace else "script", example=x)
+    export.save(model, os.path.join(out, "state.pt"), "dict")
+    export.save(model, os.path.join(out, "script.pt"),
+                "trace" if trace else "script", example=x)
     model.eval()
     with torch.no_grad():
         eval_output = model(x)
@@ -151,7 +149,22 @@ def main():
           "train_output": train_output.detach(), "loss_weight": weight}
     for name, param in model.named_parameters():
         io["grad." + name] = param.grad
-    torch.save(io, os.path.join(args.out, "io.pt"))
+    torch.save(io, os.path.join(out, "io.pt"))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--arch", choices=export.ARCHS)
+    group.add_argument("--kuangliu", choices=sorted(KUANGLIU))
+    p.add_argument("--out", required=True)
+    p.add_argument("--trace", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    if args.kuangliu:
+        write_kuangliu(args.kuangliu, args.out, args.seed)
+    else:
+        write_torchvision(args.arch, args.out, args.trace, args.seed)
 
 
 if __name__ == "__main__":

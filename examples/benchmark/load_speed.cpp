@@ -1,0 +1,113 @@
+// Measures how fast a weight file loads: reads it with
+// resnet::read_state_dict (which tells torch.save, safetensors and
+// TorchScript files apart by their content) several times and prints the
+// median time and throughput.
+//
+//   resnet_load_speed --file resnet50.pth [--repeat 5] [--json]
+//
+// examples/benchmark/load_speed.py does the same in Python (torch.load or
+// safetensors.torch.load_file) and compare_load.sh runs both, alternating.
+//
+// Build it alone against an installed resnet package:
+//   find_package(resnet CONFIG REQUIRED)
+//   add_executable(resnet_load_speed load_speed.cpp)
+//   target_link_libraries(resnet_load_speed PRIVATE resnet::resnet)
+
+#include <resnet/weights.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Args {
+  std::string file;
+  int64_t repeat = 5;
+  bool json = false;
+};
+
+[[noreturn]] void usage(int code) {
+  (code ? std::cerr : std::cout)
+      << "usage: resnet_load_speed --file PATH [--repeat N] [--json]\n";
+  std::exit(code);
+}
+
+Args parse_args(int argc, char** argv) {
+  Args args;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      usage(0);
+    } else if (flag == "--json") {
+      args.json = true;
+    } else if ((flag == "--file" || flag == "--repeat") && i + 1 < argc) {
+      const std::string value = argv[++i];
+      if (flag == "--file") {
+        args.file = value;
+      } else {
+        char* end = nullptr;
+        args.repeat = std::strtoll(value.c_str(), &end, 10);
+        if (*end != '\0' || args.repeat < 1) {
+          std::cerr << "resnet_load_speed: --repeat expects a whole number "
+                       ">= 1, got '"
+                    << value << "'\n";
+          std::exit(2);
+        }
+      }
+    } else {
+      std::cerr << "resnet_load_speed: unknown or incomplete flag '" << flag
+                << "'\n";
+      usage(2);
+    }
+  }
+  if (args.file.empty()) {
+    std::cerr << "resnet_load_speed: --file is required\n";
+    usage(2);
+  }
+  return args;
+}
+
+} // namespace
+
+int main(int argc, char** argv) try {
+  const Args args = parse_args(argc, argv);
+  const auto bytes = std::filesystem::file_size(args.file);
+  std::vector<double> ms;
+  size_t tensors = 0;
+  for (int64_t i = 0; i < args.repeat; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto state = resnet::read_state_dict(args.file);
+    const auto stop = std::chrono::steady_clock::now();
+    tensors = state.size();
+    ms.push_back(std::chrono::duration<double, std::milli>(stop - start).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  const size_t n = ms.size();
+  const double median = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+  const double mb_per_s = static_cast<double>(bytes) / 1e6 / (median / 1e3);
+  if (args.json) {
+    std::cout << std::setprecision(6) << "{\"impl\": \"c++\", \"file\": \""
+              << args.file << "\", \"bytes\": " << bytes
+              << ", \"tensors\": " << tensors << ", \"repeat\": " << args.repeat
+              << ", \"ms_median\": " << median << ", \"ms_min\": " << ms.front()
+              << ", \"mb_per_s\": " << mb_per_s << "}\n";
+  } else {
+    std::cout << args.file << ": " << tensors << " tensors, " << bytes / 1e6
+              << " MB, median " << median << " ms (" << mb_per_s
+              << " MB/s) over " << args.repeat << " loads\n";
+  }
+  return 0;
+} catch (const c10::Error& e) {
+  std::cerr << "resnet_load_speed: " << e.what_without_backtrace() << "\n";
+  return 1;
+} catch (const std::exception& e) {
+  std::cerr << "resnet_load_speed: " << e.what() << "\n";
+  return 1;
+}

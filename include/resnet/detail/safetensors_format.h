@@ -1,0 +1,561 @@
+#pragma once
+
+// The safetensors format without tensors: the dtype table, reading and
+// checking a header, and writing one. See <resnet/safetensors.h>.
+//
+// A file is an 8-byte little-endian header length N, N bytes of JSON
+// {"name": {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]},
+// ..., "__metadata__": {str: str}}, then the tensors' bytes: C order,
+// little-endian, offsets relative to the end of the header, covering the
+// rest of the file with neither holes nor overlaps.
+
+#include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
+#include <torch/version.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+// Newer LibTorch element types, each present from the release that added it.
+#if TORCH_VERSION_MAJOR > 2 || \
+    (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#define RESNET_SAFETENSORS_HAS_UINT 1
+#else
+#define RESNET_SAFETENSORS_HAS_UINT 0
+#endif
+#if __has_include(<c10/util/Float8_e4m3fn.h>)
+#define RESNET_SAFETENSORS_HAS_FLOAT8 1
+#else
+#define RESNET_SAFETENSORS_HAS_FLOAT8 0
+#endif
+#if __has_include(<c10/util/Float8_e4m3fnuz.h>)
+#define RESNET_SAFETENSORS_HAS_FLOAT8_FNUZ 1
+#else
+#define RESNET_SAFETENSORS_HAS_FLOAT8_FNUZ 0
+#endif
+#if __has_include(<c10/util/Float8_e8m0fnu.h>)
+#define RESNET_SAFETENSORS_HAS_FLOAT8_E8M0 1
+#else
+#define RESNET_SAFETENSORS_HAS_FLOAT8_E8M0 0
+#endif
+#if __has_include(<c10/util/Float4_e2m1fn_x2.h>)
+#define RESNET_SAFETENSORS_HAS_FLOAT4 1
+#else
+#define RESNET_SAFETENSORS_HAS_FLOAT4 0
+#endif
+
+namespace resnet {
+namespace detail {
+
+/// Bytes before the header: its length as a little-endian uint64.
+inline constexpr size_t kSafetensorsLengthBytes = 8;
+/// The largest header accepted, as in the reference implementation.
+inline constexpr uint64_t kSafetensorsMaxHeader = 100000000;
+/// The header key that holds the string -> string metadata.
+inline constexpr const char* kSafetensorsMetadataKey = "__metadata__";
+
+#if defined(__BYTE_ORDER__) && defined(__ORDER_BIG_ENDIAN__) && \
+    __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+inline constexpr bool kLittleEndianHost = false;
+#else
+inline constexpr bool kLittleEndianHost = true;
+#endif
+
+inline void check_little_endian_host() {
+  TORCH_CHECK(
+      kLittleEndianHost,
+      "safetensors files are little-endian; big-endian hosts are not "
+      "supported");
+}
+
+/// One safetensors dtype that LibTorch can hold.
+struct SafetensorsDtype {
+  const char* name;
+  c10::ScalarType type;
+  /// Bits per element of the header's shape (4 for F4, whose LibTorch type
+  /// packs two elements in a byte).
+  int bits;
+  /// Position in the reference's dtype enum; its writer puts larger first.
+  int order;
+};
+
+/// Every dtype of the format that this LibTorch has.
+inline const std::vector<SafetensorsDtype>& safetensors_dtypes() {
+  using c10::ScalarType;
+  static const std::vector<SafetensorsDtype> table = {
+    {"BOOL", ScalarType::Bool, 8, 0},
+#if RESNET_SAFETENSORS_HAS_FLOAT4
+    {"F4", ScalarType::Float4_e2m1fn_x2, 4, 1},
+#endif
+    {"U8", ScalarType::Byte, 8, 4},
+    {"I8", ScalarType::Char, 8, 5},
+#if RESNET_SAFETENSORS_HAS_FLOAT8
+    {"F8_E5M2", ScalarType::Float8_e5m2, 8, 6},
+    {"F8_E4M3", ScalarType::Float8_e4m3fn, 8, 7},
+#endif
+#if RESNET_SAFETENSORS_HAS_FLOAT8_E8M0
+    {"F8_E8M0", ScalarType::Float8_e8m0fnu, 8, 8},
+#endif
+#if RESNET_SAFETENSORS_HAS_FLOAT8_FNUZ
+    {"F8_E4M3FNUZ", ScalarType::Float8_e4m3fnuz, 8, 9},
+    {"F8_E5M2FNUZ", ScalarType::Float8_e5m2fnuz, 8, 10},
+#endif
+    {"I16", ScalarType::Short, 16, 11},
+#if RESNET_SAFETENSORS_HAS_UINT
+    {"U16", ScalarType::UInt16, 16, 12},
+#endif
+    {"F16", ScalarType::Half, 16, 13},
+    {"BF16", ScalarType::BFloat16, 16, 14},
+    {"I32", ScalarType::Int, 32, 15},
+#if RESNET_SAFETENSORS_HAS_UINT
+    {"U32", ScalarType::UInt32, 32, 16},
+#endif
+    {"F32", ScalarType::Float, 32, 17},
+    {"C64", ScalarType::ComplexFloat, 64, 18},
+    {"F64", ScalarType::Double, 64, 19},
+    {"I64", ScalarType::Long, 64, 20},
+#if RESNET_SAFETENSORS_HAS_UINT
+    {"U64", ScalarType::UInt64, 64, 21},
+#endif
+  };
+  return table;
+}
+
+/// The format's dtype called `name`, or nullptr if this LibTorch lacks it
+/// (or the format has no such dtype).
+inline const SafetensorsDtype* safetensors_dtype(const std::string& name) {
+  for (const auto& d : safetensors_dtypes()) {
+    if (name == d.name) {
+      return &d;
+    }
+  }
+  return nullptr;
+}
+
+/// The format's dtype for `type`, or nullptr if the format has none.
+inline const SafetensorsDtype* safetensors_dtype(c10::ScalarType type) {
+  for (const auto& d : safetensors_dtypes()) {
+    if (type == d.type) {
+      return &d;
+    }
+  }
+  return nullptr;
+}
+
+/// Whether the format (as of safetensors 0.8) defines dtype `name`.
+inline bool is_safetensors_dtype_name(const std::string& name) {
+  static const char* const all[] = {
+      "BOOL",    "F4",      "F6_E2M3", "F6_E3M2",     "U8",          "I8",
+      "F8_E5M2", "F8_E4M3", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "I16",
+      "U16",     "F16",     "BF16",    "I32",         "U32",         "F32",
+      "C64",     "F64",     "I64",     "U64"};
+  return std::find(std::begin(all), std::end(all), name) != std::end(all);
+}
+
+/// A tensor's entry in a checked header.
+struct SafetensorsEntry {
+  std::string name;
+  const SafetensorsDtype* dtype = nullptr;
+  /// The shape of the LibTorch tensor (for F4, the header's last dimension
+  /// halved).
+  std::vector<int64_t> sizes;
+  /// Byte range relative to the start of the data.
+  uint64_t begin = 0;
+  uint64_t end = 0;
+};
+
+/// A checked header: the entries in file order, and the metadata.
+struct SafetensorsHeader {
+  std::vector<SafetensorsEntry> tensors;
+  std::map<std::string, std::string> metadata;
+};
+
+/// The little-endian uint64 at `p`.
+inline uint64_t read_le64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) {
+    v = (v << 8) | static_cast<unsigned char>(p[i]);
+  }
+  return v;
+}
+
+/// The header length stored in the first 8 bytes of a file of `file_size`
+/// bytes, checked against the file and the 100 MB cap.
+inline uint64_t safetensors_header_length(
+    const char* first8,
+    uint64_t file_size) {
+  TORCH_CHECK(
+      file_size >= kSafetensorsLengthBytes,
+      "the file is ",
+      file_size,
+      " bytes long, too short for the 8-byte header length");
+  const uint64_t n = read_le64(first8);
+  TORCH_CHECK(
+      n <= kSafetensorsMaxHeader,
+      "the header length ",
+      n,
+      " is over the limit of ",
+      kSafetensorsMaxHeader,
+      " bytes");
+  TORCH_CHECK(
+      n <= file_size - kSafetensorsLengthBytes,
+      "the header length ",
+      n,
+      " runs past the end of the ",
+      file_size,
+      "-byte file");
+  return n;
+}
+
+/// `text` cut to at most `limit` bytes, for error messages.
+inline std::string clipped(const std::string& text, size_t limit = 200) {
+  return text.size() <= limit ? text : text.substr(0, limit) + "...";
+}
+
+/// The header JSON as parsed, with duplicate keys and nesting deeper than the
+/// format's refused while parsing (so a hostile header cannot hide a second
+/// entry or build a deep tree).
+inline nlohmann::ordered_json parse_header_json(const char* json, size_t n) {
+  using Json = nlohmann::ordered_json;
+  std::vector<std::unordered_set<std::string>> keys;
+  auto check = [&keys](int depth, Json::parse_event_t event, Json& parsed) {
+    switch (event) {
+      case Json::parse_event_t::object_start:
+      case Json::parse_event_t::array_start:
+        // The format nests at most {"name": {"shape": [...]}}.
+        TORCH_CHECK(
+            depth <= 2, "the header nests deeper than the format allows");
+        if (event == Json::parse_event_t::object_start) {
+          keys.emplace_back();
+        }
+        break;
+      case Json::parse_event_t::object_end:
+        keys.pop_back();
+        break;
+      case Json::parse_event_t::key: {
+        const auto& key = parsed.get_ref<const std::string&>();
+        TORCH_CHECK(
+            keys.back().insert(key).second,
+            "the header has the key '",
+            clipped(key),
+            "' twice");
+        break;
+      }
+      default:
+        break;
+    }
+    return true;
+  };
+  try {
+    return Json::parse(json, json + n, check);
+  } catch (const nlohmann::json::exception& e) {
+    TORCH_CHECK(false, "the header is not valid JSON: ", clipped(e.what()));
+  }
+}
+
+/// `value` as a non-negative integer; `what` names it in the error.
+inline uint64_t header_uint(
+    const nlohmann::ordered_json& value,
+    const std::string& what) {
+  TORCH_CHECK(
+      !value.is_number_integer() || value.is_number_unsigned(),
+      what,
+      " is negative: ",
+      clipped(value.dump()));
+  TORCH_CHECK(
+      value.is_number_unsigned(),
+      what,
+      " is not a non-negative integer: ",
+      clipped(value.dump()));
+  return value.get<uint64_t>();
+}
+
+/// One tensor's entry, with the shape, dtype and size checked against each
+/// other; offsets are checked against the others by the caller.
+inline SafetensorsEntry parse_header_entry(
+    const std::string& name,
+    const nlohmann::ordered_json& info,
+    uint64_t data_size) {
+  const std::string what = "tensor '" + clipped(name) + "'";
+  TORCH_CHECK(
+      info.is_object(),
+      what,
+      ": expected an object with dtype, shape and data_offsets, got ",
+      clipped(info.dump()));
+  for (const char* field : {"dtype", "shape", "data_offsets"}) {
+    TORCH_CHECK(info.contains(field), what, " has no '", field, "'");
+  }
+  const auto& dtype = info["dtype"];
+  const auto& shape = info["shape"];
+  const auto& offsets = info["data_offsets"];
+  TORCH_CHECK(
+      dtype.is_string(),
+      what,
+      ": dtype is not a string: ",
+      clipped(dtype.dump()));
+  TORCH_CHECK(
+      shape.is_array(), what, ": shape is not a list: ", clipped(shape.dump()));
+  TORCH_CHECK(
+      offsets.is_array() && offsets.size() == 2,
+      what,
+      ": data_offsets is not a list [begin, end]: ",
+      clipped(offsets.dump()));
+
+  SafetensorsEntry entry;
+  entry.name = name;
+  const auto& dtype_name = dtype.get_ref<const std::string&>();
+  entry.dtype = safetensors_dtype(dtype_name);
+  TORCH_CHECK(
+      entry.dtype,
+      what,
+      ": ",
+      is_safetensors_dtype_name(dtype_name) ? "this LibTorch (" TORCH_VERSION
+                                              ") has no type for dtype '"
+                                            : "unknown dtype '",
+      clipped(dtype_name),
+      "'");
+
+  // Elements and bits, with every product checked for overflow.
+  constexpr uint64_t kMaxDim =
+      static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  uint64_t numel = 1;
+  bool overflow = false;
+  for (const auto& dim : shape) {
+    const uint64_t d = header_uint(dim, what + ": a dimension of the shape");
+    overflow = overflow || d > kMaxDim;
+    if (!overflow && d != 0 && numel > kMaxDim / d) {
+      overflow = true;
+    }
+    numel *= overflow ? 1 : d;
+    entry.sizes.push_back(static_cast<int64_t>(overflow ? 0 : d));
+  }
+  const uint64_t bits = static_cast<uint64_t>(entry.dtype->bits);
+  TORCH_CHECK(
+      !overflow && numel <= std::numeric_limits<uint64_t>::max() / bits,
+      what,
+      ": the shape ",
+      clipped(shape.dump()),
+      " is too large");
+  TORCH_CHECK(
+      numel * bits % 8 == 0,
+      what,
+      ": ",
+      numel,
+      " elements of ",
+      entry.dtype->name,
+      " do not fill whole bytes");
+  if (entry.dtype->bits == 4) {
+    TORCH_CHECK(
+        !entry.sizes.empty() && entry.sizes.back() % 2 == 0,
+        what,
+        ": an F4 tensor needs an even last dimension, got shape ",
+        clipped(shape.dump()));
+    entry.sizes.back() /= 2;
+  }
+  const uint64_t nbytes = numel * bits / 8;
+
+  entry.begin = header_uint(offsets[0], what + ": data_offsets[0]");
+  entry.end = header_uint(offsets[1], what + ": data_offsets[1]");
+  TORCH_CHECK(
+      entry.begin <= entry.end,
+      what,
+      ": data_offsets [",
+      entry.begin,
+      ", ",
+      entry.end,
+      "] end before they begin");
+  TORCH_CHECK(
+      entry.end <= data_size,
+      what,
+      ": data_offsets [",
+      entry.begin,
+      ", ",
+      entry.end,
+      "] reach past the ",
+      data_size,
+      " bytes of data");
+  TORCH_CHECK(
+      entry.end - entry.begin == nbytes,
+      what,
+      ": data_offsets [",
+      entry.begin,
+      ", ",
+      entry.end,
+      "] hold ",
+      entry.end - entry.begin,
+      " bytes, but ",
+      entry.dtype->name,
+      " of shape ",
+      clipped(shape.dump()),
+      " takes ",
+      nbytes);
+  return entry;
+}
+
+/// The checked header of a file whose `n`-byte header is at `json`, followed
+/// by `data_size` bytes of data. The entries come in file order (by offset;
+/// entries at the same offset, which are empty, in header order), and must
+/// cover the data exactly, as the reference implementation requires.
+inline SafetensorsHeader
+parse_safetensors_header(const char* json, size_t n, uint64_t data_size) {
+  const auto root = parse_header_json(json, n);
+  TORCH_CHECK(
+      root.is_object(),
+      "the header is not a JSON object: ",
+      clipped(root.dump()));
+  SafetensorsHeader header;
+  for (const auto& item : root.items()) {
+    if (item.key() != kSafetensorsMetadataKey) {
+      header.tensors.push_back(
+          parse_header_entry(item.key(), item.value(), data_size));
+      continue;
+    }
+    const auto& meta = item.value();
+    if (meta.is_null()) {
+      continue;
+    }
+    TORCH_CHECK(
+        meta.is_object(),
+        "__metadata__ is not an object: ",
+        clipped(meta.dump()));
+    for (const auto& m : meta.items()) {
+      TORCH_CHECK(
+          m.value().is_string(),
+          "__metadata__['",
+          clipped(m.key()),
+          "'] is not a string: ",
+          clipped(m.value().dump()));
+      header.metadata.emplace(m.key(), m.value().get<std::string>());
+    }
+  }
+
+  auto& tensors = header.tensors;
+  std::stable_sort(
+      tensors.begin(),
+      tensors.end(),
+      [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
+        return std::make_pair(a.begin, a.end) < std::make_pair(b.begin, b.end);
+      });
+  uint64_t covered = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
+    TORCH_CHECK(
+        t.begin >= covered,
+        "tensor '",
+        clipped(t.name),
+        "' at bytes [",
+        t.begin,
+        ", ",
+        t.end,
+        ") overlaps tensor '",
+        clipped(tensors[i - 1].name),
+        "' at [",
+        tensors[i - 1].begin,
+        ", ",
+        tensors[i - 1].end,
+        ")");
+    TORCH_CHECK(
+        t.begin == covered,
+        "bytes [",
+        covered,
+        ", ",
+        t.begin,
+        ") before tensor '",
+        clipped(t.name),
+        "' belong to no tensor");
+    covered = t.end;
+  }
+  TORCH_CHECK(
+      covered == data_size,
+      "the tensors cover ",
+      covered,
+      " bytes, but the file holds ",
+      data_size,
+      " bytes of data after the header");
+  return header;
+}
+
+/// Whether `size` bytes at `data`, a whole file, start like a safetensors
+/// file: a header length that fits the file and the cap, and a header that
+/// begins with '{' and ends with '}' (before any padding spaces). The JSON
+/// itself is not parsed.
+inline bool looks_like_safetensors(const char* data, size_t size) {
+  if (data == nullptr || size < kSafetensorsLengthBytes + 2) {
+    return false;
+  }
+  const uint64_t n = read_le64(data);
+  if (n < 2 || n > kSafetensorsMaxHeader ||
+      n > size - kSafetensorsLengthBytes) {
+    return false;
+  }
+  const char* json = data + kSafetensorsLengthBytes;
+  size_t last = static_cast<size_t>(n) - 1;
+  while (last > 0 && json[last] == ' ') {
+    --last;
+  }
+  return json[0] == '{' && json[last] == '}';
+}
+
+/// The LibTorch shape of an entry as the header records it (for F4, the
+/// last dimension doubled: the header counts elements, not bytes).
+inline std::vector<int64_t> header_shape(const SafetensorsEntry& entry) {
+  auto shape = entry.sizes;
+  if (entry.dtype->bits == 4 && !shape.empty()) {
+    shape.back() *= 2;
+  }
+  return shape;
+}
+
+/// The header a writer puts before data laid out as `entries` say (in that
+/// order): compact JSON, "__metadata__" first when there is any, padded with
+/// spaces to a multiple of 8 bytes as the reference writer does.
+inline std::string safetensors_header_text(
+    const std::vector<SafetensorsEntry>& entries,
+    const std::map<std::string, std::string>& metadata) {
+  using Json = nlohmann::ordered_json;
+  Json root = Json::object();
+  if (!metadata.empty()) {
+    Json meta = Json::object();
+    for (const auto& m : metadata) {
+      meta[m.first] = m.second;
+    }
+    root[kSafetensorsMetadataKey] = std::move(meta);
+  }
+  for (const auto& entry : entries) {
+    Json info = Json::object();
+    info["dtype"] = entry.dtype->name;
+    info["shape"] = header_shape(entry);
+    info["data_offsets"] = {entry.begin, entry.end};
+    root[entry.name] = std::move(info);
+  }
+  std::string text;
+  try {
+    text = root.dump();
+  } catch (const nlohmann::json::exception& e) {
+    TORCH_CHECK(
+        false,
+        "a tensor name or metadata string is not valid UTF-8 (",
+        e.what(),
+        ")");
+  }
+  text.append((8 - text.size() % 8) % 8, ' ');
+  TORCH_CHECK(
+      text.size() <= kSafetensorsMaxHeader,
+      "the header would be ",
+      text.size(),
+      " bytes, over the limit of ",
+      kSafetensorsMaxHeader);
+  return text;
+}
+
+} // namespace detail
+} // namespace resnet
