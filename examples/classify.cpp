@@ -13,8 +13,9 @@
 // --entry, e.g. --entry model_ema), a TorchScript archive, or a file from
 // resnet::save_state_dict. The architecture is any name of
 // resnet::architectures(), torchvision's or timm's (resnet50d,
-// seresnext50_32x4d, ...). Its number of classes is read from `fc.weight`. Class names: one per line, in class
-// order (examples/data/imagenet_classes.txt for ImageNet).
+// seresnext50_32x4d, ...). Its number of classes is read from `fc.weight`.
+// Class names: one per line, in class order (examples/data/imagenet_classes.txt
+// for ImageNet).
 //
 // Build it alone against an installed resnet package:
 //   find_package(resnet CONFIG REQUIRED)

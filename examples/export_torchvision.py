@@ -54,8 +54,8 @@ def save(model, path, fmt, example=None):
     """Writes `model` in one of the formats resnet::load_state_dict reads."""
     model.eval()
     if fmt == "dict":
-        # A plain dict: LibTorch's unpickler does not rebuild OrderedDicts.
-        torch.save(dict(model.state_dict()), path)
+        # As torchvision publishes its weights.
+        torch.save(model.state_dict(), path)
     elif fmt == "script":
         torch.jit.script(model).save(path)
     elif fmt == "trace":

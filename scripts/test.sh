@@ -30,6 +30,10 @@ case "$targets" in
   *) echo "usage: $0 [auto|all|debian|pypi]" >&2; exit 2 ;;
 esac
 
+# The suite's size: fewer tests found means something was not built or
+# discovered.
+RESNET_MIN_TESTS=${RESNET_MIN_TESTS:-150}
+
 install_apt_packages
 mkdir -p "$RESNET_BUILD_ROOT"
 summary=()
@@ -42,9 +46,17 @@ for name in $targets; do
   cmake --build "$RESNET_BUILD_ROOT/$name"
   echo "== testing $name"
   status=0
+  log=$RESNET_BUILD_ROOT/$name.ctest.log
   (cd "$RESNET_BUILD_ROOT/$name" &&
-    ctest -j "$(nproc)" --output-on-failure --no-tests=error --timeout 1200) || status=$?
-  summary+=("$name: $([ $status -eq 0 ] && echo passed || echo FAILED)")
+    ctest -j "$(nproc)" --output-on-failure --no-tests=error --timeout 1200) |
+    tee "$log" || status=$?
+  # A run that found fewer tests than the suite has is a failure too.
+  ran=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$log" | tail -1)
+  if [ "${ran:-0}" -lt "$RESNET_MIN_TESTS" ]; then
+    echo "== $name: ${ran:-no} tests ran, expected at least $RESNET_MIN_TESTS"
+    [ $status -ne 0 ] || status=1
+  fi
+  summary+=("$name: $([ $status -eq 0 ] && echo "passed ($ran tests)" || echo FAILED)")
   [ $status -eq 0 ] || { printf '%s\n' "${summary[@]}"; exit $status; }
 done
 printf '%s\n' "${summary[@]}"

@@ -50,8 +50,8 @@ bool same_state(const resnet::StateDict& a, const resnet::StateDict& b) {
 }
 
 TEST(Checkpoints, FiveFilesOfOneResnet50LoadWithThePlainCall) {
-  const auto io = as_map(
-      resnet::read_state_dict(fixture("resnet50/io.pt").string()));
+  const auto io =
+      as_map(resnet::read_state_dict(fixture("resnet50/io.pt").string()));
   const auto reference =
       resnet::read_state_dict(fixture("resnet50/official.pth").string());
   for (const char* name :
@@ -138,15 +138,14 @@ TEST(Checkpoints, AmbiguousOrMissingStateDictsAreRefusedClearly) {
   for (const auto& item : before) {
     copies.push_back(item.second.clone());
   }
-  const std::vector<std::pair<std::string, std::vector<std::string>>> cases =
-      {
-          {"two_unknown", {"several entries", "'first', 'second'", "entry("}},
-          {"no_tensors",
-           {"found no state dict",
-            "'args' (argparse.Namespace object)",
-            "'epoch' (int)"}},
-          {"nested", {"found no state dict", "'checkpoint' (dict)"}},
-      };
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"two_unknown", {"several entries", "'first', 'second'", "entry("}},
+      {"no_tensors",
+       {"found no state dict",
+        "'args' (argparse.Namespace object)",
+        "'epoch' (int)"}},
+      {"nested", {"found no state dict", "'checkpoint' (dict)"}},
+  };
   for (const auto& c : cases) {
     const auto path = fixture("layouts/" + c.first + ".pth").string();
     const auto msg = error_of([&] { resnet::load_state_dict(model, path); });
@@ -177,8 +176,8 @@ TEST(Checkpoints, AmbiguousOrMissingStateDictsAreRefusedClearly) {
 }
 
 TEST(Checkpoints, InspectListsTensorsAndOtherEntries) {
-  const auto info = resnet::inspect_checkpoint(
-      fixture("resnet50/checkpoint.pth").string());
+  const auto info =
+      resnet::inspect_checkpoint(fixture("resnet50/checkpoint.pth").string());
   EXPECT_EQ(info.format, resnet::CheckpointFormat::TorchSave);
   EXPECT_EQ(info.state_entry, "model");
   EXPECT_EQ(info.state_tensors, 320u);
@@ -201,8 +200,7 @@ TEST(Checkpoints, InspectListsTensorsAndOtherEntries) {
   EXPECT_TRUE(by_path.count("optimizer/state/0/momentum_buffer"));
   const auto text = resnet::to_string(info, 5);
   EXPECT_TRUE(contains(text, "format: torch.save (zip)")) << text;
-  EXPECT_TRUE(contains(text, "state dict: entry 'model', 320 tensors"))
-      << text;
+  EXPECT_TRUE(contains(text, "state dict: entry 'model', 320 tensors")) << text;
 
   const auto st = resnet::inspect_checkpoint(
       fixture("resnet50/model.safetensors").string());
@@ -230,8 +228,9 @@ TEST(Checkpoints, ForeignFilesAreNamed) {
       {"weights.h5", "an HDF5 file"},
       {"array.npy", "a NumPy .npy array"},
       {"model.gz", "gzip-compressed"},
-      {"plain.pkl", "a Python pickle (protocol 4) but not one written by "
-                    "torch.save"},
+      {"plain.pkl",
+       "a Python pickle (protocol 4) but not one written by "
+       "torch.save"},
       {"notes.txt", "not a PyTorch checkpoint"},
       {"empty.pt", "the file is empty"},
   };
@@ -260,8 +259,10 @@ TEST(Checkpoints, SaveChoosesTheFormatByExtension) {
   EXPECT_EQ(
       resnet::inspect_checkpoint(pt).format,
       resnet::CheckpointFormat::TorchSave);
-  EXPECT_TRUE(same_state(resnet::read_state_dict(st), resnet::state_dict(*model)));
-  EXPECT_TRUE(same_state(resnet::read_state_dict(pt), resnet::state_dict(*model)));
+  EXPECT_TRUE(
+      same_state(resnet::read_state_dict(st), resnet::state_dict(*model)));
+  EXPECT_TRUE(
+      same_state(resnet::read_state_dict(pt), resnet::state_dict(*model)));
   fs::remove_all(dir);
 }
 

@@ -2,6 +2,8 @@
 
 #include "test_support.h"
 
+#include <cmath>
+
 using namespace resnet_test;
 using resnet::ResNetOptions;
 
@@ -213,14 +215,26 @@ TEST(Fused, OtherDtypesRunDenseAndWeightUpdatesAreSeen) {
           model->forward(x)),
       1e-5);
 
-  // bfloat16: close to float32.
+  // bfloat16: the fused network is as close to float32 as the eager network
+  // in bfloat16 is, up to a few roundings of bfloat16 (8 significant bits):
+  // a bound that follows the processor's bfloat16 kernels instead of one
+  // tuned on one machine.
   auto fused16 = resnet::fuse_for_inference(model);
   resnet::cast_floating(*fused16, torch::kBFloat16);
+  auto eager16 =
+      std::dynamic_pointer_cast<resnet::ResNetBaseImpl>(model->clone());
+  resnet::cast_floating(*eager16, torch::kBFloat16);
   const auto expected = model->forward(x);
-  EXPECT_LE(
-      relative_error(
-          fused16->forward(x.to(torch::kBFloat16)).to(torch::kFloat), expected),
-      5e-2);
+  const auto x16 = x.to(torch::kBFloat16);
+  const double eager_error =
+      relative_error(eager16->forward(x16).to(torch::kFloat), expected);
+  const double fused_error =
+      relative_error(fused16->forward(x16).to(torch::kFloat), expected);
+  const double bf16_epsilon = std::ldexp(1.0, -8);
+  std::cout << "bfloat16 relative error: eager " << eager_error << ", fused "
+            << fused_error << "\n";
+  EXPECT_LE(eager_error, 64 * bf16_epsilon);
+  EXPECT_LE(fused_error, 2 * eager_error + 4 * bf16_epsilon);
 
   // Changing a folded weight in place changes the output on both paths, the
   // prepacked one included.

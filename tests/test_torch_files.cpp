@@ -18,6 +18,7 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,27 @@ at::ScalarType dtype_named(const std::string& name) {
   return it->second;
 }
 
+std::string python_dtype(at::ScalarType dtype) {
+  for (const char* name :
+       {"float32",
+        "float64",
+        "float16",
+        "bfloat16",
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "complex64",
+        "complex128"}) {
+    if (dtype_named(name) == dtype) {
+      return name;
+    }
+  }
+  return "?";
+}
+
 std::string raw_bytes(const torch::Tensor& t) {
   const auto c = t.detach().contiguous();
   return std::string(
@@ -118,7 +140,8 @@ void check_file(const nlohmann::json& file, const PyValue& root) {
     std::string where = file["file"].get<std::string>() + ":";
     PyValue v = root;
     for (const auto& s : check["path"]) {
-      where += "/" + s.get<std::string>();
+      where += '/';
+      where += s.get<std::string>();
       v = step(v, s.get<std::string>());
     }
     SCOPED_TRACE(where);
@@ -227,7 +250,7 @@ TEST(TorchFileFixture, StateDictKeepsOrderAndMetadata) {
   const auto root = fixture("resnet18_state_dict.pt");
   ASSERT_TRUE(root.is_ordered_dict());
   const auto items = root.as_dict();
-  ASSERT_EQ(items.size(), 102u);
+  ASSERT_EQ(items.size(), 122u);
   EXPECT_EQ(items.front().first.as_string(), "conv1.weight");
   EXPECT_EQ(items.back().first.as_string(), "fc.bias");
   const auto metadata = root.state().get("_metadata");
@@ -408,14 +431,27 @@ TEST(TorchFilePickle, RefusesDeepNestingAndCycles) {
   // while still empty, then filled through the memo.
   std::string top_down = "\x80\x02]]r" + le32(1) + "a";
   for (uint32_t k = 2; k <= 5000; ++k) {
-    top_down += "j" + le32(k - 1) + "]r" + le32(k) + "a0";
+    top_down += 'j';
+    top_down += le32(k - 1);
+    top_down += "]r";
+    top_down += le32(k);
+    top_down += "a0";
   }
   EXPECT_TRUE(contains(
       error_of([&] { unpickle(top_down + "."); }), "nested deeper than 1000"));
   EXPECT_TRUE(contains(
-      error_of([&] { unpickle(lit("\x80\x02]q\x00h\x00a.")); }), "cycle"));
+      error_of([&] {
+        unpickle(
+            lit("\x80\x02]q\x00h\x00"
+                "a."));
+      }),
+      "cycle"));
   EXPECT_TRUE(contains(
-      error_of([&] { read_bytes(archive(lit("\x80\x02]q\x00h\x00a."))); }),
+      error_of([&] {
+        read_bytes(
+            archive(lit("\x80\x02]q\x00h\x00"
+                        "a.")));
+      }),
       "cycle"));
 }
 
@@ -492,6 +528,27 @@ TEST(TorchFilePickle, RefusesHugeDeclaredLengths) {
         read_bytes(archive(patched, {std::string(16, '\0')}));
       }),
       "needs 1099511627776 elements of its storage, which has 4"));
+
+  // A legacy file of four floats: whole, then without the storage's data.
+  std::string four = tensor_pickle(true);
+  for (auto at = four.find("\x8a\x08"); at != std::string::npos;
+       at = four.find("\x8a\x08", at + 1)) {
+    four.replace(at + 2, 8, lit("\x04\0\0\0\0\0\0\0"));
+  }
+  const std::string head =
+      legacy.substr(0, 15 + 6 + 4) + four; // magic, version, sys_info, main
+  const float values[4] = {1.5f, -2.0f, 0.0f, 8.0f};
+  const std::string data = lit("\x80\x02]X\x01\x00\x00\x00"
+                               "0a.") +
+      lit("\x04\0\0\0\0\0\0\0") +
+      std::string(reinterpret_cast<const char*>(values), sizeof values);
+  const auto whole = read_bytes(head + data);
+  ASSERT_TRUE(whole.is_tensor());
+  EXPECT_TRUE(
+      whole.as_tensor().equal(torch::tensor({1.5f, -2.0f, 0.0f, 8.0f})));
+  EXPECT_TRUE(contains(
+      error_of([&] { read_bytes(head + lit("\x80\x02].")); }),
+      "1 storage(s) used by tensors have no data"));
 }
 
 std::vector<std::string> small_files() {
@@ -565,6 +622,17 @@ TEST(TorchFileWriter, RoundTripsInOrder) {
   const fs::path path =
       fs::path(RESNET_TEST_WORK_DIR) / "torch_files_writer.pt";
   resnet::write_file_atomically(path.string(), bytes);
+  // For tests/python/check_torch_writer.py: what torch.load must find.
+  nlohmann::json expected;
+  for (const auto& item : state) {
+    expected["tensors"].push_back(
+        {{"name", item.first},
+         {"dtype", python_dtype(item.second.scalar_type())},
+         {"shape", item.second.sizes().vec()},
+         {"hex", hex(raw_bytes(item.second))}});
+  }
+  std::ofstream(path.parent_path() / "torch_files_writer.json")
+      << expected.dump(1);
   for (const auto& root :
        {read_bytes(bytes), resnet::detail::read_torch_save(path.string())}) {
     ASSERT_TRUE(root.is_ordered_dict());

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Loads the same weight files with resnet_load_speed (C++) and load_speed.py
 # (Python: torch.load / safetensors.torch.load_file), alternating, from the
-# page cache, and prints a table of the medians and the C++/Python ratio.
+# page cache, and prints a table of the medians and the C++/Python ratio:
+# reading the file into tensors, and loading it into the network. For
+# safetensors, Python's default (mmap: tensors read from the file when first
+# used) and its pread backend (read at once) are both shown.
 # The files are torchvision's resnet50 and wide_resnet101_2 with random
 # weights, written once into --dir as .pth (torch.save(model.state_dict()))
 # and .safetensors.
@@ -52,9 +55,15 @@ for arch in $archs; do
   for ext in pth safetensors; do
     f=$dir/$arch.$ext
     cat "$f" >/dev/null # into the page cache
-    for ((r = 0; r < rounds; r++)); do
-      "$cxx" --file "$f" --repeat "$repeat" --json >>"$results"
-      "$python" "$here/load_speed.py" --file "$f" --repeat "$repeat" --json >>"$results"
+    for into in "" "$arch"; do
+      for ((r = 0; r < rounds; r++)); do
+        "$cxx" --file "$f" --into "$into" --repeat "$repeat" --json >>"$results"
+        "$python" "$here/load_speed.py" --file "$f" --into "$into" --repeat "$repeat" --json >>"$results"
+        if [ "$ext" = safetensors ]; then
+          "$python" "$here/load_speed.py" --file "$f" --into "$into" --backend pread \
+            --repeat "$repeat" --json >>"$results"
+        fi
+      done
     done
   done
 done
@@ -64,14 +73,20 @@ import json, statistics, sys, collections
 runs = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    runs[(r["file"], r["impl"])].append(r)
-print("| file | MB | C++ ms | Python ms | C++ MB/s | Python MB/s | C++ / Python |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for f in dict.fromkeys(k[0] for k in runs):
-    c = statistics.median(r["ms_median"] for r in runs[(f, "c++")])
-    p = statistics.median(r["ms_median"] for r in runs[(f, "python")])
-    mb = runs[(f, "c++")][0]["bytes"] / 1e6
+    runs[(r["file"], r["into"], r["impl"])].append(r["ms_median"])
+print("| file | MB | task | C++ ms | Python ms | Python pread ms | C++ GB/s | C++ / Python |")
+print("|---|---:|---|---:|---:|---:|---:|---:|")
+sizes = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    sizes[r["file"]] = r["bytes"]
+for f, into in dict.fromkeys((k[0], k[1]) for k in runs):
+    med = {impl: statistics.median(runs[(f, into, impl)])
+           for impl in ("c++", "python", "python-pread") if runs.get((f, into, impl))}
+    mb = sizes[f] / 1e6
+    pread = f"{med['python-pread']:.1f}" if "python-pread" in med else "-"
+    task = f"into {into}" if into else "read"
     name = f.rsplit("/", 1)[-1]
-    print(f"| {name} | {mb:.0f} | {c:.1f} | {p:.1f} | {mb / c * 1e3:.0f} | "
-          f"{mb / p * 1e3:.0f} | {p / c:.2f} |")
+    print(f"| {name} | {mb:.0f} | {task} | {med['c++']:.1f} | {med['python']:.1f} | "
+          f"{pread} | {mb / med['c++']:.2f} | {med['python'] / med['c++']:.2f} |")
 PY

@@ -1,9 +1,11 @@
 // Measures how fast a weight file loads: reads it with
 // resnet::read_state_dict (which tells torch.save, safetensors and
-// TorchScript files apart by their content) several times and prints the
+// TorchScript files apart by their content), or with --into ARCH loads it
+// into a network with resnet::load_state_dict, several times, and prints the
 // median time and throughput.
 //
-//   resnet_load_speed --file resnet50.pth [--repeat 5] [--json]
+//   resnet_load_speed --file resnet50.pth [--into resnet50] [--repeat 5]
+//                     [--json]
 //
 // examples/benchmark/load_speed.py does the same in Python (torch.load or
 // safetensors.torch.load_file) and compare_load.sh runs both, alternating.
@@ -13,6 +15,7 @@
 //   add_executable(resnet_load_speed load_speed.cpp)
 //   target_link_libraries(resnet_load_speed PRIVATE resnet::resnet)
 
+#include <resnet/models.h>
 #include <resnet/weights.h>
 
 #include <algorithm>
@@ -29,13 +32,15 @@ namespace {
 
 struct Args {
   std::string file;
+  std::string into;
   int64_t repeat = 5;
   bool json = false;
 };
 
 [[noreturn]] void usage(int code) {
   (code ? std::cerr : std::cout)
-      << "usage: resnet_load_speed --file PATH [--repeat N] [--json]\n";
+      << "usage: resnet_load_speed --file PATH [--into ARCH] [--repeat N] "
+         "[--json]\n";
   std::exit(code);
 }
 
@@ -47,10 +52,14 @@ Args parse_args(int argc, char** argv) {
       usage(0);
     } else if (flag == "--json") {
       args.json = true;
-    } else if ((flag == "--file" || flag == "--repeat") && i + 1 < argc) {
+    } else if (
+        (flag == "--file" || flag == "--into" || flag == "--repeat") &&
+        i + 1 < argc) {
       const std::string value = argv[++i];
       if (flag == "--file") {
         args.file = value;
+      } else if (flag == "--into") {
+        args.into = value;
       } else {
         char* end = nullptr;
         args.repeat = std::strtoll(value.c_str(), &end, 10);
@@ -79,14 +88,22 @@ Args parse_args(int argc, char** argv) {
 int main(int argc, char** argv) try {
   const Args args = parse_args(argc, argv);
   const auto bytes = std::filesystem::file_size(args.file);
+  resnet::AnyResNet model;
+  if (!args.into.empty()) {
+    model = resnet::create(args.into);
+  }
   std::vector<double> ms;
   size_t tensors = 0;
   for (int64_t i = 0; i < args.repeat; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    const auto state = resnet::read_state_dict(args.file);
+    if (model.is_empty()) {
+      tensors = resnet::read_state_dict(args.file).size();
+    } else {
+      tensors = resnet::load_state_dict(*model, args.file).loaded.size();
+    }
     const auto stop = std::chrono::steady_clock::now();
-    tensors = state.size();
-    ms.push_back(std::chrono::duration<double, std::milli>(stop - start).count());
+    ms.push_back(
+        std::chrono::duration<double, std::milli>(stop - start).count());
   }
   std::sort(ms.begin(), ms.end());
   const size_t n = ms.size();
@@ -94,8 +111,9 @@ int main(int argc, char** argv) try {
   const double mb_per_s = static_cast<double>(bytes) / 1e6 / (median / 1e3);
   if (args.json) {
     std::cout << std::setprecision(6) << "{\"impl\": \"c++\", \"file\": \""
-              << args.file << "\", \"bytes\": " << bytes
-              << ", \"tensors\": " << tensors << ", \"repeat\": " << args.repeat
+              << args.file << "\", \"into\": \"" << args.into
+              << "\", \"bytes\": " << bytes << ", \"tensors\": " << tensors
+              << ", \"repeat\": " << args.repeat
               << ", \"ms_median\": " << median << ", \"ms_min\": " << ms.front()
               << ", \"mb_per_s\": " << mb_per_s << "}\n";
   } else {

@@ -6,13 +6,14 @@
 // content, never by its name; the state dict is found inside checkpoints by
 // the names training scripts give it.
 
+#include <resnet/detail/mapped_file.h>
 #include <resnet/detail/pickle.h>
 #include <resnet/detail/torch_save.h>
 #include <resnet/io.h>
 #include <resnet/safetensors.h>
 
-#include <caffe2/serialize/inline_container.h>
 #include <c10/util/Exception.h>
+#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/serialization/import.h>
 #include <torch/types.h>
@@ -116,6 +117,20 @@ inline const std::vector<std::string>& state_dict_keys() {
   return keys;
 }
 
+/// A value as Python would see it: LibTorch's pickler (torch::pickle_save)
+/// wraps dicts and lists in `torch.jit._pickle.restore_type_tag(value,
+/// type)`, which Python resolves to `value`.
+inline PyValue untagged(const PyValue& v) {
+  if (v.is(PyKind::Object) &&
+      v.qualified_name() == "torch.jit._pickle.restore_type_tag") {
+    const auto args = v.args();
+    if (args.is(PyKind::Tuple) && args.size() >= 1) {
+      return args[0];
+    }
+  }
+  return v;
+}
+
 /// A whole pickled `torch.nn.Module` (torch.save(model)): an object whose
 /// state has `_parameters`, `_buffers` and `_modules`.
 inline bool is_pickled_module(const PyValue& v) {
@@ -172,7 +187,8 @@ inline void flatten_pickled_module(
 /// `v` as a state dict: a dict of name -> tensor (an OrderedDict from
 /// `model.state_dict()` or a plain dict), or a whole pickled module. Empty
 /// when `v` is neither.
-inline bool as_state_dict(const PyValue& v, StateDict& out) {
+inline bool as_state_dict(const PyValue& tagged, StateDict& out) {
+  const PyValue v = untagged(tagged);
   out.clear();
   if (is_pickled_module(v)) {
     flatten_pickled_module(v, "", out, 0);
@@ -192,7 +208,8 @@ inline bool as_state_dict(const PyValue& v, StateDict& out) {
 }
 
 /// A short description of a value for error messages and listings.
-inline std::string describe_kind(const PyValue& v) {
+inline std::string describe_kind(const PyValue& tagged) {
+  const PyValue v = untagged(tagged);
   if (v.is(PyKind::Object) || v.is(PyKind::Global)) {
     return v.qualified_name() +
         (v.is(PyKind::Object) ? " object" : " (a class or function)");
@@ -206,7 +223,8 @@ inline std::string describe_kind(const PyValue& v) {
 /// The entries of a dict-like value: a dict's string-keyed pairs, or an
 /// object's attributes (its BUILD state).
 inline std::vector<std::pair<std::string, PyValue>> named_children(
-    const PyValue& v) {
+    const PyValue& tagged) {
+  const PyValue v = untagged(tagged);
   std::vector<std::pair<std::string, PyValue>> out;
   PyValue dict = v;
   if (v.is(PyKind::Object)) {
@@ -245,10 +263,8 @@ inline std::string entry_list(const PyValue& root) {
 /// `state_dict_keys()` that holds one (also one level further down, as in
 /// {"model": {"state_dict": ...}}), else the only dict of tensors among the
 /// entries. Returns the path taken.
-inline std::string find_state_dict(
-    const PyValue& root,
-    const std::string& entry,
-    StateDict& out) {
+inline std::string
+find_state_dict(const PyValue& root, const std::string& entry, StateDict& out) {
   if (!entry.empty()) {
     PyValue at = root;
     std::string walked;
@@ -341,9 +357,9 @@ inline std::string find_state_dict(
   TORCH_CHECK(
       false,
       "found no state dict (a dict of name -> tensor) in this ",
-      root.is_dict() ? "dict"
-                     : root.is(PyKind::Object) ? root.qualified_name() + " object"
-                                               : std::string(root.kind_name()),
+      root.is_dict()                ? "dict"
+          : root.is(PyKind::Object) ? root.qualified_name() + " object"
+                                    : std::string(root.kind_name()),
       "; its entries: ",
       entry_list(root),
       opaque.empty() ? ""
@@ -355,7 +371,8 @@ inline std::string find_state_dict(
 
 /// The first bytes of a file, enough to tell the formats apart, and its
 /// size.
-inline std::string file_head(const std::string& path, size_t n, uint64_t& size) {
+inline std::string
+file_head(const std::string& path, size_t n, uint64_t& size) {
   std::ifstream in(path, std::ios::binary);
   TORCH_CHECK(in, "cannot open it for reading");
   in.seekg(0, std::ios::end);
@@ -402,6 +419,10 @@ inline std::string guess_foreign(const std::string& head) {
   if (has("\x1f\x8b", 2)) {
     return "a gzip-compressed file; decompress it first";
   }
+  if (has("\x80\x02\x8a\x0a", 4)) {
+    return "torch.save's legacy format by its first bytes, but its magic "
+           "number is not intact: the file is truncated or damaged";
+  }
   if (has("\x80", 1) && head.size() >= 2) {
     return "a Python pickle (protocol " +
         std::to_string(static_cast<unsigned char>(head[1])) +
@@ -445,6 +466,34 @@ inline CheckpointFormat detect_format(const std::string& path) {
     }
   }
   TORCH_CHECK(false, guess_foreign(head));
+}
+
+/// The tensors of a safetensors file as views of the mapped file: nothing
+/// is copied until they are used. For a load that copies them into a model
+/// at once; a file truncated by someone else while they live would fault.
+inline SafetensorsFile map_safetensors(const std::string& path) {
+  check_little_endian_host();
+  const auto file = MappedFile::open(path);
+  const uint64_t n = safetensors_header_length(file->data(), file->size());
+  const uint64_t data_start = kSafetensorsLengthBytes + n;
+  const auto header = parse_safetensors_header(
+      file->data() + kSafetensorsLengthBytes,
+      static_cast<size_t>(n),
+      file->size() - data_start);
+  SafetensorsFile out;
+  out.metadata = header.metadata;
+  out.tensors.reserve(header.tensors.size());
+  for (const auto& entry : header.tensors) {
+    out.tensors.emplace_back(
+        entry.name,
+        MappedFile::view(
+            file,
+            data_start + entry.begin,
+            entry.end - entry.begin,
+            entry.sizes,
+            entry.dtype->type));
+  }
+  return out;
 }
 
 inline StateDict read_torchscript(const std::string& path) {
@@ -494,10 +543,11 @@ inline CheckpointEntry tensor_entry(
 /// pickled module, the entries of dicts and of objects that hold tensors,
 /// and everything else as one entry.
 inline void list_entries(
-    const PyValue& v,
+    const PyValue& tagged,
     const std::string& path,
     std::vector<CheckpointEntry>& out,
     int depth) {
+  const PyValue v = untagged(tagged);
   const auto join = [&](const std::string& name) {
     return path.empty() ? name : path + "/" + name;
   };
@@ -537,6 +587,46 @@ inline void list_entries(
 
 } // namespace detail
 
+namespace detail {
+
+/// `read_state_dict`; with `mapped`, tensors may view the mapped file
+/// instead of owning copies (for loads that copy them at once).
+inline StateDict read_state_dict(
+    const std::string& path,
+    const std::string& entry,
+    bool mapped) {
+  return naming_path(path, [&] {
+    switch (detect_format(path)) {
+      case CheckpointFormat::Safetensors: {
+        TORCH_CHECK(
+            entry.empty(),
+            "a safetensors file holds one flat dict of tensors; it has no "
+            "entry '",
+            entry,
+            "'");
+        return mapped ? map_safetensors(path).tensors
+                      : read_safetensors(path).tensors;
+      }
+      case CheckpointFormat::TorchScript:
+        TORCH_CHECK(
+            entry.empty(),
+            "a TorchScript archive has no entry '",
+            entry,
+            "'; its parameters are read as they are");
+        return read_torchscript(path);
+      case CheckpointFormat::TorchSave:
+      case CheckpointFormat::TorchSaveLegacy:
+        break;
+    }
+    const auto root = read_torch_save(path, mapped);
+    StateDict out;
+    find_state_dict(root, entry, out);
+    return out;
+  });
+}
+
+} // namespace detail
+
 /// The named tensors of the checkpoint at `path`, on the CPU. The format is
 /// told by the content: torch.save's zip archive or legacy format,
 /// safetensors, or a TorchScript archive. In torch.save files the state dict
@@ -549,33 +639,7 @@ inline void list_entries(
 inline StateDict read_state_dict(
     const std::string& path,
     const std::string& entry = "") {
-  return detail::naming_path(path, [&] {
-    switch (detail::detect_format(path)) {
-      case CheckpointFormat::Safetensors: {
-        TORCH_CHECK(
-            entry.empty(),
-            "a safetensors file holds one flat dict of tensors; it has no "
-            "entry '",
-            entry,
-            "'");
-        return read_safetensors(path).tensors;
-      }
-      case CheckpointFormat::TorchScript:
-        TORCH_CHECK(
-            entry.empty(),
-            "a TorchScript archive has no entry '",
-            entry,
-            "'; its parameters are read as they are");
-        return detail::read_torchscript(path);
-      case CheckpointFormat::TorchSave:
-      case CheckpointFormat::TorchSaveLegacy:
-        break;
-    }
-    const auto root = detail::read_torch_save(path);
-    StateDict out;
-    detail::find_state_dict(root, entry, out);
-    return out;
-  });
+  return detail::read_state_dict(path, entry, /*mapped=*/false);
 }
 
 /// What the checkpoint at `path` holds: its format, every tensor (path,
@@ -587,7 +651,7 @@ inline CheckpointInfo inspect_checkpoint(const std::string& path) {
     CheckpointInfo info;
     info.format = detail::detect_format(path);
     if (info.format == CheckpointFormat::Safetensors) {
-      auto file = read_safetensors(path);
+      const auto file = detail::map_safetensors(path);
       info.metadata = file.metadata;
       for (const auto& item : file.tensors) {
         info.entries.push_back(detail::tensor_entry(item.first, item.second));

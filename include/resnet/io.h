@@ -26,10 +26,8 @@ using StateDict = std::vector<std::pair<std::string, torch::Tensor>>;
 /// or the new one, never a part: a temporary file beside it (named after the
 /// process), flushed to disk, renamed over `path`. Raises a `c10::Error`
 /// naming the path on failure, leaving any old file as it was.
-inline void write_file_atomically(
-    const std::string& path,
-    const char* data,
-    size_t size) {
+inline void
+write_file_atomically(const std::string& path, const char* data, size_t size) {
   std::string tmp = path + ".tmp";
 #if defined(__unix__) || defined(__APPLE__)
   tmp += ".";

@@ -272,8 +272,13 @@ inline LoadReport load_state_dict(
     torch::nn::Module& model,
     const std::string& path,
     const LoadOptions& options = {}) {
+  // The tensors may view the mapped file: they are copied into the model
+  // before this returns.
   return load_state_dict(
-      model, read_state_dict(path, options.entry()), options, "'" + path + "'");
+      model,
+      detail::read_state_dict(path, options.entry(), /*mapped=*/true),
+      options,
+      "'" + path + "'");
 }
 
 template <class M, class Source>

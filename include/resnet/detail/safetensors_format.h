@@ -17,7 +17,7 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <string>
@@ -329,8 +329,9 @@ inline SafetensorsEntry parse_header_entry(
       static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
   uint64_t numel = 1;
   bool overflow = false;
+  const std::string dim_what = what + ": a dimension of the shape";
   for (const auto& dim : shape) {
-    const uint64_t d = header_uint(dim, what + ": a dimension of the shape");
+    const uint64_t d = header_uint(dim, dim_what);
     overflow = overflow || d > kMaxDim;
     if (!overflow && d != 0 && numel > kMaxDim / d) {
       overflow = true;

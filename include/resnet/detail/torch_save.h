@@ -8,6 +8,7 @@
 // sharing storage where Python's did. And the writer of such zip files for
 // a state dict, which `torch.load(weights_only=True)` accepts.
 
+#include <resnet/detail/mapped_file.h>
 #include <resnet/detail/pickle.h>
 #include <resnet/io.h>
 
@@ -547,8 +548,37 @@ class MemoryReader final : public caffe2::serialize::ReadAdapterInterface {
 };
 
 /// Reads the root object of a torch.save zip archive behind `in`.
+/// A storage's bytes that stay in the mapped file (`mapped`, at `offset`),
+/// keeping the mapping alive as long as the storage lives.
+inline c10::Storage mapped_storage(
+    const std::shared_ptr<const MappedFile>& mapped,
+    uint64_t offset,
+    size_t nbytes) {
+  TORCH_CHECK(
+      offset <= mapped->size() && nbytes <= mapped->size() - offset,
+      "zip: a record runs past the end of the file");
+  auto* owner = new std::shared_ptr<const MappedFile>(mapped);
+  c10::DataPtr data(
+      const_cast<char*>(mapped->data()) + offset,
+      owner,
+      [](void* ctx) {
+        delete static_cast<std::shared_ptr<const MappedFile>*>(ctx);
+      },
+      c10::Device(c10::kCPU));
+  return c10::Storage(
+      c10::Storage::use_byte_size_t(),
+      nbytes,
+      std::move(data),
+      /*allocator=*/nullptr,
+      /*resizable=*/false);
+}
+
+/// Reads the root object of a torch.save zip archive behind `in`. With
+/// `mapped` (the same file, mapped), the stored (uncompressed) records'
+/// tensors view the mapping instead of being copied.
 inline PyValue read_torch_zip(
-    std::shared_ptr<caffe2::serialize::ReadAdapterInterface> in) {
+    std::shared_ptr<caffe2::serialize::ReadAdapterInterface> in,
+    std::shared_ptr<const MappedFile> mapped = nullptr) {
   const auto records = zip_records(*in);
   TORCH_CHECK(!records.empty(), "zip: the archive is empty");
   // PyTorchStreamReader names records relative to the folder of the first.
@@ -614,21 +644,30 @@ inline PyValue read_torch_zip(
           r->second->size,
           " bytes, its storage needs ",
           nbytes);
-      auto data = record(name);
-      TORCH_CHECK(
-          data.second == static_cast<size_t>(nbytes),
-          "zip: record '",
-          name,
-          "' read short");
-      if (big_endian) {
-        swap_bytes(data.first.get(), data.second, *dtype);
+      c10::Storage storage;
+      if (mapped && r->second->stored && nbytes > 0) {
+        storage = mapped_storage(
+            mapped, r->second->data_offset, static_cast<size_t>(nbytes));
+        if (big_endian) {
+          swap_bytes(storage.data_ptr().get(), storage.nbytes(), *dtype);
+        }
+      } else {
+        auto data = record(name);
+        TORCH_CHECK(
+            data.second == static_cast<size_t>(nbytes),
+            "zip: record '",
+            name,
+            "' read short");
+        if (big_endian) {
+          swap_bytes(data.first.get(), data.second, *dtype);
+        }
+        storage = c10::Storage(
+            c10::Storage::use_byte_size_t(),
+            static_cast<size_t>(nbytes),
+            std::move(data.first),
+            /*allocator=*/nullptr,
+            /*resizable=*/false);
       }
-      c10::Storage storage(
-          c10::Storage::use_byte_size_t(),
-          static_cast<size_t>(nbytes),
-          std::move(data.first),
-          /*allocator=*/nullptr,
-          /*resizable=*/false);
       it = loaded.emplace(key, std::move(storage)).first;
     }
     TORCH_CHECK(
@@ -759,6 +798,7 @@ inline PyValue read_torch_legacy(const char* data, size_t size) {
   const PyValue keys = next(nullptr, nullptr);
   TORCH_CHECK(
       keys.is(PyKind::List), "the storage key list is a ", keys.kind_name());
+  std::unordered_map<std::string, bool> filled;
   for (const auto& key_value : keys.elements()) {
     TORCH_CHECK(key_value.is_string(), "a storage key is not a str");
     const auto it = roots.find(key_value.as_string());
@@ -767,6 +807,11 @@ inline PyValue read_torch_legacy(const char* data, size_t size) {
         "storage '",
         key_value.as_string(),
         "' is listed but no tensor uses it");
+    TORCH_CHECK(
+        filled.emplace(key_value.as_string(), true).second,
+        "storage '",
+        key_value.as_string(),
+        "' is listed twice");
     TORCH_CHECK(size - pos >= 8, "the file ends before storage data");
     uint64_t count = 0;
     for (int k = 0; k < 8; ++k) {
@@ -801,6 +846,10 @@ inline PyValue read_torch_legacy(const char* data, size_t size) {
     }
     pos += storage.nbytes();
   }
+  TORCH_CHECK(
+      filled.size() == roots.size(),
+      roots.size() - filled.size(),
+      " storage(s) used by tensors have no data in the file");
   return root;
 }
 
@@ -867,7 +916,13 @@ inline PyValue read_torch_save_bytes(const char* data, size_t size) {
 /// The root object of the torch.save file at `path`. A zip archive is read
 /// record by record, each storage's bytes straight into its tensor memory;
 /// a legacy file is read whole first.
-inline PyValue read_torch_save(const std::string& path) {
+///
+/// With `mapped`, the file is mapped into memory and the tensors of a zip
+/// archive's stored records view the mapping (copy-on-write) instead of
+/// owning copies: for a load that copies them at once (a file truncated by
+/// someone else while they live would fault). A legacy file is always read
+/// through the mapping, its storages copied out.
+inline PyValue read_torch_save(const std::string& path, bool mapped = false) {
   char head[4] = {0, 0, 0, 0};
   {
     std::ifstream f(path, std::ios::binary);
@@ -876,12 +931,17 @@ inline PyValue read_torch_save(const std::string& path) {
   }
   if (std::memcmp(head, "PK\x03\x04", 4) == 0) {
     return with_c10_errors([&] {
+      if (mapped) {
+        auto file = MappedFile::open(path);
+        return read_torch_zip(
+            std::make_shared<MemoryReader>(file->data(), file->size()), file);
+      }
       return read_torch_zip(
           std::make_shared<caffe2::serialize::FileAdapter>(path));
     });
   }
-  const auto bytes = read_file(path);
-  return read_torch_save_bytes(bytes.data(), bytes.size());
+  const auto file = MappedFile::open(path);
+  return read_torch_save_bytes(file->data(), file->size());
 }
 
 /// torch.save's zip archive of an OrderedDict name -> tensor, in the order
