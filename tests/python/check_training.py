@@ -159,8 +159,15 @@ def main():
               f"training loss falls ({rows[0]['train_loss']} -> {rows[-1]['train_loss']})")
         check(float(rows[-1]["test_accuracy"]) > 0.9,
               f"test accuracy {rows[-1]['test_accuracy']} > 0.9 (chance 0.1)")
-    with open(os.path.join(out, "curves.png"), "rb") as f:
-        check(f.read(8) == b"\x89PNG\r\n\x1a\n", "curves.png is a PNG picture")
+    if shutil.which("gnuplot"):
+        with open(os.path.join(out, "curves.png"), "rb") as f:
+            check(f.read(8) == b"\x89PNG\r\n\x1a\n", "curves.png is a PNG picture")
+    else:
+        # The trainer draws curves only where gnuplot is installed (Debian:
+        # gnuplot-nox, which scripts/test.sh installs).
+        print("skip curves.png: no gnuplot on this machine")
+        check(not os.path.exists(os.path.join(out, "curves.png")),
+              "no curves.png without gnuplot")
     summary = json.load(open(os.path.join(out, "summary.json")))
     check(summary["arch"] == "resnet20" and summary["epochs"] == 3
           and 0.9 < summary["test_accuracy"] <= 1 and summary["seconds"] > 0

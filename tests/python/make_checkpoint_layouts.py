@@ -13,6 +13,7 @@ DIR/layouts/: a small resnet18's state dict under the names training scripts
 use, EMA copies, a whole pickled model, and files the navigation must refuse.
 """
 import argparse
+import copy
 import os
 import sys
 
@@ -80,7 +81,7 @@ def main():
     layouts = {
         "state_dict": {"state_dict": sd, "epoch": 3},
         "model_state_dict": {"model_state_dict": sd, "optimizer_state_dict": {}},
-        "net_dataparallel": {"net": torch.nn.DataParallel(small).state_dict(),
+        "net_dataparallel": {"net": torch.nn.DataParallel(copy.deepcopy(small)).cpu().state_dict(),
                              "acc": 93.1, "epoch": 7},
         "model_and_ema": {"model": sd, "model_ema": ema.state_dict(), "epoch": 9},
         "nested": {"checkpoint": {"weights_of_run": sd}, "step": 100},

@@ -121,8 +121,9 @@ def write_kuangliu(arch, out, seed=0):
     x = torch.randn(2, 3, 32, 32, generator=g)
     with torch.no_grad():
         y = model(x)
-    # DataParallel adds the "module." prefix to every key.
-    torch.save(dict(nn.DataParallel(model).state_dict()),
+    # DataParallel adds the "module." prefix to every key (and moves the model
+    # to a GPU where there is one: back to the CPU).
+    torch.save(dict(nn.DataParallel(model).cpu().state_dict()),
                os.path.join(out, "state.pt"))
     torch.save({"input": x, "eval_output": y}, os.path.join(out, "io.pt"))
 

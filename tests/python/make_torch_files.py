@@ -287,7 +287,8 @@ def main():
         "legacy",
         _use_new_zipfile_serialization=False,
     )
-    parallel = torch.nn.DataParallel(small_net())
+    # DataParallel moves its module to a GPU where there is one.
+    parallel = torch.nn.DataParallel(small_net()).cpu()
     m.add(
         "dataparallel_checkpoint.pt",
         {"net": parallel.state_dict(), "acc": 93.1, "epoch": 7},
