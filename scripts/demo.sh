@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo needs, builds the training example against Debian's
-# LibTorch and trains the paper's ResNet-20 on Fashion-MNIST (on the GPU when
-# LibTorch sees one), then prints the test accuracy.
+# LibTorch and trains the paper's ResNet-20 on Fashion-MNIST on the CPU
+# (Debian's LibTorch has no CUDA), then prints the test accuracy.
 #
 #   bash scripts/demo.sh [train_classifier flags]     e.g. --epochs 2
 # Results: runs/fashion-mnist (metrics.csv, curves.png, summary.json, ...).
