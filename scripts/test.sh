@@ -59,4 +59,12 @@ for name in $targets; do
   summary+=("$name: $([ $status -eq 0 ] && echo "passed ($ran tests)" || echo FAILED)")
   [ $status -eq 0 ] || { printf '%s\n' "${summary[@]}"; exit $status; }
 done
+# CI also checks the GoogleTest fallback (the sources, for machines without
+# a GTest package): it configures and builds gtest_main.
+if [ -n "${CI:-}" ] && [ -d /usr/src/googletest ]; then
+  echo "== configuring with the GoogleTest sources"
+  configure_build gtest-fallback -DCMAKE_DISABLE_FIND_PACKAGE_GTest=ON
+  cmake --build "$RESNET_BUILD_ROOT/gtest-fallback" --target gtest_main
+  summary+=("gtest-fallback: configured and built")
+fi
 printf '%s\n' "${summary[@]}"
