@@ -32,7 +32,7 @@ esac
 
 # The suite's size: fewer tests found means something was not built or
 # discovered.
-RESNET_MIN_TESTS=${RESNET_MIN_TESTS:-150}
+RESNET_MIN_TESTS=${RESNET_MIN_TESTS:-225}
 
 install_apt_packages
 mkdir -p "$RESNET_BUILD_ROOT"
