@@ -92,10 +92,6 @@ struct CheckpointInfo {
 
 namespace detail {
 
-inline bool starts_with(const std::string& s, const char* prefix) {
-  return s.rfind(prefix, 0) == 0;
-}
-
 /// The names under which training scripts keep the weights, most likely
 /// first: plain state dicts, then EMA copies.
 inline const std::vector<std::string>& state_dict_keys() {

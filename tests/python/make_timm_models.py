@@ -20,10 +20,16 @@ Entries list the state_dict in order as "name WxHx..." ("scalar" for 0-d).
 import argparse
 import json
 import os
+import sys
 
 import safetensors.torch
 import timm
 import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+# Non-trivial batch-norm statistics and affine parameters (timm
+# zero-initializes the last norm of each block).
+from export_torchvision import randomize_batch_norm  # noqa: E402
 
 # Variants whose outputs the tests compare: timm name and extra arguments.
 VARIANTS = {
@@ -49,21 +55,6 @@ ARCHITECTURES = [
     "seresnext101_32x4d", "ecaresnet26t", "ecaresnet50d", "ecaresnet50t",
     "ecaresnet101d",
 ]
-
-
-def randomize_batch_norm(model, seed):
-    """Non-trivial statistics and affine parameters for every batch norm
-    (timm zero-initializes the last one of each block)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-                m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=g)))
 
 
 def entries(model):
