@@ -19,10 +19,12 @@
 //
 // Build it alone against an installed resnet package:
 //   find_package(resnet CONFIG REQUIRED)
+//   find_package(PNG REQUIRED)                              # libpng-dev
 //   find_package(PkgConfig REQUIRED)
-//   pkg_check_modules(STB REQUIRED IMPORTED_TARGET stb)   # libstb-dev
-//   add_executable(classify classify.cpp)
-//   target_link_libraries(classify PRIVATE resnet::resnet PkgConfig::STB)
+//   pkg_check_modules(TURBOJPEG REQUIRED IMPORTED_TARGET libturbojpeg)
+//   add_executable(classify classify.cpp)                   # libturbojpeg0-dev
+//   target_link_libraries(classify PRIVATE resnet::resnet PNG::PNG
+//                         PkgConfig::TURBOJPEG)
 
 #include <resnet/image.h>
 #include <resnet/resnet.h>
@@ -55,12 +57,19 @@ struct Args {
   std::vector<std::string> images;
 };
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "classify: " << problem << "\n"
-            << "usage: classify --weights FILE --arch NAME [--topk K] "
-               "[--entry NAME] [--device cpu|cuda] [--classes FILE] "
-               "[--resize N] [--crop N] IMAGE...\n";
-  std::exit(2);
+const char* kUsage =
+    "usage: classify --weights FILE --arch NAME [--topk K] [--entry NAME] "
+    "[--device cpu|cuda] [--classes FILE] [--resize N] [--crop N] IMAGE...\n";
+
+// A command-line problem, or --help: main prints it with the usage and
+// exits with `code`.
+struct UsageError {
+  std::string problem;
+  int code = 2;
+};
+
+[[noreturn]] void usage(const std::string& problem, int code = 2) {
+  throw UsageError{problem, code};
 }
 
 int64_t to_int(const std::string& flag, const std::string& value) {
@@ -102,7 +111,7 @@ Args parse(int argc, char** argv) {
     } else if (flag == "--crop") {
       a.crop = to_int(flag, value());
     } else if (flag == "-h" || flag == "--help") {
-      usage("classifies images with a ResNet checkpoint");
+      usage("classifies images with a ResNet checkpoint", 0);
     } else if (flag.rfind("--", 0) == 0) {
       usage("unknown flag " + flag);
     } else {
@@ -195,6 +204,10 @@ int main(int argc, char** argv) try {
     }
   }
   return failures == 0 ? 0 : 1;
+} catch (const UsageError& u) {
+  (u.code ? std::cerr : std::cout) << "classify: " << u.problem << "\n"
+                                   << kUsage;
+  return u.code;
 } catch (const c10::Error& e) {
   std::cerr << "classify: " << e.what_without_backtrace() << "\n";
   return 1;

@@ -20,18 +20,21 @@
 //
 // Build it alone against an installed resnet package:
 //   find_package(resnet CONFIG REQUIRED)
-//   find_package(ZLIB REQUIRED)
+//   find_package(ZLIB REQUIRED)                             # zlib1g-dev
+//   find_package(PNG REQUIRED)                              # libpng-dev
 //   find_package(PkgConfig REQUIRED)
-//   pkg_check_modules(STB REQUIRED IMPORTED_TARGET stb)      # libstb-dev
-//   add_executable(train_classifier train_classifier.cpp)
+//   pkg_check_modules(TURBOJPEG REQUIRED IMPORTED_TARGET libturbojpeg)
+//   add_executable(train_classifier train_classifier.cpp)   # libturbojpeg0-dev
 //   target_link_libraries(train_classifier PRIVATE resnet::resnet ZLIB::ZLIB
-//                         PkgConfig::STB)
+//                         PNG::PNG PkgConfig::TURBOJPEG)
 
+#include <resnet/data/cifar.h>
+#include <resnet/data/idx.h>
 #include <resnet/image.h>
 #include <resnet/resnet.h>
 
 #include <torch/torch.h>
-#include <zlib.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -45,6 +48,7 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -116,9 +120,15 @@ const char* kUsage = R"(usage: train_classifier [options]
   --stop-after N         stop after N steps in this run, as Ctrl-C does
 )";
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "train_classifier: " << problem << "\n" << kUsage;
-  std::exit(2);
+// A command-line problem, or --help: main prints it with the usage and
+// exits with `code`.
+struct UsageError {
+  std::string problem;
+  int code = 2;
+};
+
+[[noreturn]] void usage(const std::string& problem, int code = 2) {
+  throw UsageError{problem, code};
 }
 
 Args parse_args(int argc, char** argv) {
@@ -147,8 +157,8 @@ Args parse_args(int argc, char** argv) {
     };
     const auto integer = [&](int64_t lo) {
       const double x = number(static_cast<double>(lo));
-      if (x != std::floor(x)) {
-        usage(flag + " expects a whole number");
+      if (x != std::floor(x) || x > 1e15) {
+        usage(flag + " expects a whole number up to 10^15");
       }
       return static_cast<int64_t>(x);
     };
@@ -203,14 +213,16 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--stop-after")
       a.stop_after = integer(1);
     else if (flag == "-h" || flag == "--help") {
-      std::cout << kUsage;
-      std::exit(0);
+      usage("", 0);
     } else {
       usage("unknown argument '" + flag + "'");
     }
   }
   if (a.stem != "auto" && a.stem != "cifar" && a.stem != "imagenet") {
     usage("--stem expects auto, cifar or imagenet, got '" + a.stem + "'");
+  }
+  if (a.threads > 4096) {
+    usage("--threads expects at most 4096");
   }
   if (a.erasing > 1 || a.label_smoothing >= 1) {
     usage("--erasing must be <= 1 and --label-smoothing < 1");
@@ -236,36 +248,6 @@ struct Dataset {
   throw std::runtime_error("dataset '" + path + "': " + what);
 }
 
-// The whole content of a file, gunzipped when it is gzip (zlib reads plain
-// files as they are).
-std::vector<uint8_t> read_maybe_gzip(const fs::path& path) {
-  gzFile f = gzopen(path.string().c_str(), "rb");
-  if (f == nullptr) {
-    data_error(path.string(), "cannot open");
-  }
-  std::vector<uint8_t> out;
-  std::vector<uint8_t> chunk(1 << 20);
-  int n = 0;
-  while ((n = gzread(f, chunk.data(), static_cast<unsigned>(chunk.size()))) >
-         0) {
-    out.insert(out.end(), chunk.begin(), chunk.begin() + n);
-  }
-  int err = Z_OK;
-  const char* msg = gzerror(f, &err);
-  const bool failed = n < 0 || (err != Z_OK && err != Z_STREAM_END);
-  const std::string reason = failed ? msg : "";
-  gzclose(f);
-  if (failed) {
-    data_error(path.string(), "cannot decompress: " + reason);
-  }
-  return out;
-}
-
-uint32_t big_endian(const std::vector<uint8_t>& b, size_t at) {
-  return (uint32_t{b[at]} << 24) | (uint32_t{b[at + 1]} << 16) |
-      (uint32_t{b[at + 2]} << 8) | uint32_t{b[at + 3]};
-}
-
 // The first of `names` (with or without .gz) that exists in `dir`.
 fs::path find_file(const fs::path& dir, const std::vector<std::string>& names) {
   for (const auto& n : names) {
@@ -278,41 +260,20 @@ fs::path find_file(const fs::path& dir, const std::vector<std::string>& names) {
   data_error(dir.string(), "expected a file named " + names.front() + "[.gz]");
 }
 
-// An IDX file (the MNIST format): a magic number, dimensions, then bytes.
+// A pair of IDX files (the MNIST format): images [N, H, W] and labels [N].
 Split read_idx(const fs::path& images_path, const fs::path& labels_path) {
-  const auto images = read_maybe_gzip(images_path);
-  const auto labels = read_maybe_gzip(labels_path);
-  const std::string ip = images_path.string(), lp = labels_path.string();
-  if (images.size() < 16 || big_endian(images, 0) != 0x803) {
-    data_error(ip, "not an IDX image file (expected magic 0x00000803)");
+  auto images = resnet::data::read_idx(images_path.string());
+  auto labels = resnet::data::read_idx(labels_path.string());
+  if (images.dim() != 3 || images.scalar_type() != torch::kByte) {
+    data_error(images_path.string(), "expected 8-bit images [N, H, W]");
   }
-  if (labels.size() < 8 || big_endian(labels, 0) != 0x801) {
-    data_error(lp, "not an IDX label file (expected magic 0x00000801)");
-  }
-  const int64_t n = big_endian(images, 4), h = big_endian(images, 8),
-                w = big_endian(images, 12);
-  if (h == 0 || w == 0 ||
-      images.size() != 16 + static_cast<size_t>(n * h * w)) {
+  if (labels.dim() != 1 || labels.size(0) != images.size(0)) {
     data_error(
-        ip,
-        "expected " + std::to_string(n) + " images of " + std::to_string(h) +
-            "x" + std::to_string(w) + " (" + std::to_string(16 + n * h * w) +
-            " bytes), found " + std::to_string(images.size()) + " bytes");
+        labels_path.string(),
+        "expected " + std::to_string(images.size(0)) +
+            " labels to match the images");
   }
-  if (big_endian(labels, 4) != n ||
-      labels.size() != 8 + static_cast<size_t>(n)) {
-    data_error(
-        lp, "expected " + std::to_string(n) + " labels to match the images");
-  }
-  Split s;
-  s.images =
-      torch::from_blob(
-          const_cast<uint8_t*>(images.data()) + 16, {n, 1, h, w}, torch::kByte)
-          .clone();
-  s.labels = torch::from_blob(
-                 const_cast<uint8_t*>(labels.data()) + 8, {n}, torch::kByte)
-                 .to(torch::kLong);
-  return s;
+  return {images.unsqueeze(1), labels.to(torch::kLong)};
 }
 
 Dataset load_idx(const fs::path& dir, const std::string& name) {
@@ -346,26 +307,10 @@ Dataset load_idx(const fs::path& dir, const std::string& name) {
 
 // CIFAR-10's binary version: records of 1 label byte and 3x32x32 pixels.
 Split read_cifar(const std::vector<fs::path>& files) {
-  std::vector<torch::Tensor> images, labels;
-  for (const auto& f : files) {
-    const auto bytes = read_maybe_gzip(f);
-    constexpr size_t kRecord = 1 + 3 * 32 * 32;
-    if (bytes.empty() || bytes.size() % kRecord != 0) {
-      data_error(
-          f.string(),
-          "expected records of " + std::to_string(kRecord) +
-              " bytes (CIFAR-10 binary), found " +
-              std::to_string(bytes.size()) + " bytes");
-    }
-    const auto n = static_cast<int64_t>(bytes.size() / kRecord);
-    auto t = torch::from_blob(
-        const_cast<uint8_t*>(bytes.data()),
-        {n, static_cast<int64_t>(kRecord)},
-        torch::kByte);
-    labels.push_back(t.select(1, 0).to(torch::kLong));
-    images.push_back(t.slice(1, 1).reshape({n, 3, 32, 32}).clone());
-  }
-  return {torch::cat(images), torch::cat(labels)};
+  const auto data = resnet::data::read_cifar(
+      std::vector<std::string>(files.begin(), files.end()),
+      resnet::data::Cifar::Ten);
+  return {data.images, data.targets};
 }
 
 Dataset load_cifar(fs::path dir) {
@@ -727,8 +672,10 @@ void plot_curves(const fs::path& dir) {
 
 // ------------------------------------------------------- checkpointing --
 
-// Where a run stands; written last, after the files it names, so that it
-// only ever describes complete checkpoints.
+// Where a run stands. A checkpoint is the model and optimizer files of one
+// step in DIR/checkpoint/, then DIR/last_state.json naming that step: the
+// state file is replaced last, so a process killed at any moment leaves the
+// previous complete checkpoint in force.
 struct RunState {
   int64_t step = 0; // optimizer steps done
   double best_accuracy = -1;
@@ -738,36 +685,23 @@ struct RunState {
   double seconds = 0; // training time so far
 };
 
-// A tiny reader for the flat JSON objects this program writes.
-std::map<std::string, std::string> read_flat_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) {
-    throw std::runtime_error("cannot resume: " + path.string() + " not found");
+// The crash-safety test's hook: TRAIN_CLASSIFIER_CRASH_AT=step:N kills the
+// process (SIGKILL) after optimizer step N; checkpoint:K:model,
+// checkpoint:K:optimizer or checkpoint:K:state kills it during this run's
+// K-th checkpoint, after that file is written (for the state file: before
+// its temporary copy is renamed into place).
+void crash_point(const std::string& name) {
+  static const char* at = std::getenv("TRAIN_CLASSIFIER_CRASH_AT");
+  if (at != nullptr && name == at) {
+    std::cout << std::flush;
+    std::raise(SIGKILL);
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::map<std::string, std::string> out;
-  const std::string s = ss.str();
-  size_t i = 0;
-  while ((i = s.find('"', i)) != std::string::npos) {
-    const size_t k = s.find('"', i + 1);
-    const size_t colon = s.find(':', k);
-    if (k == std::string::npos || colon == std::string::npos) {
-      break;
-    }
-    size_t v = s.find_first_not_of(" \t\n", colon + 1);
-    size_t end = v;
-    if (v != std::string::npos && s[v] == '"') {
-      end = s.find('"', v + 1);
-      out[s.substr(i + 1, k - i - 1)] = s.substr(v + 1, end - v - 1);
-      ++end;
-    } else {
-      end = s.find_first_of(",}\n", v);
-      out[s.substr(i + 1, k - i - 1)] = s.substr(v, end - v);
-    }
-    i = end;
-  }
-  return out;
+}
+
+std::string step_file(const fs::path& dir, const char* kind, int64_t step) {
+  return (dir / "checkpoint" /
+          (kind + std::string("-") + std::to_string(step) + ".pt"))
+      .string();
 }
 
 void save_checkpoint(
@@ -777,53 +711,130 @@ void save_checkpoint(
     const RunState& st,
     const Args& args,
     const std::string& dataset) {
-  const auto optim_tmp = (dir / "last_optimizer.pt.tmp").string();
-  torch::save(optimizer, optim_tmp);
-  fs::rename(optim_tmp, dir / "last_optimizer.pt");
-  resnet::save_state_dict(*model, (dir / "last.pt").string());
-  std::ostringstream j;
-  j << std::setprecision(17) << "{\n  \"step\": " << st.step
-    << ",\n  \"best_accuracy\": " << st.best_accuracy
-    << ",\n  \"epoch_loss\": " << st.epoch_loss
-    << ",\n  \"epoch_correct\": " << st.epoch_correct
-    << ",\n  \"epoch_seen\": " << st.epoch_seen
-    << ",\n  \"seconds\": " << st.seconds
-    << ",\n  \"arch\": " << json_string(args.arch)
-    << ",\n  \"dataset\": " << json_string(dataset)
-    << ",\n  \"seed\": " << args.seed
-    << ",\n  \"batch_size\": " << args.batch_size
-    << ",\n  \"epochs\": " << args.epochs << "\n}\n";
-  write_text_atomically(dir / "last_state.json", j.str());
+  static int64_t count = 0;
+  const std::string hook = "checkpoint:" + std::to_string(++count) + ":";
+  fs::create_directories(dir / "checkpoint");
+  const auto model_file = step_file(dir, "model", st.step);
+  resnet::save_state_dict(*model, model_file);
+  crash_point(hook + "model");
+  std::ostringstream optimizer_bytes;
+  torch::save(optimizer, optimizer_bytes);
+  resnet::write_file_atomically(
+      step_file(dir, "optimizer", st.step), optimizer_bytes.str());
+  crash_point(hook + "optimizer");
+  const nlohmann::json j = {
+      {"step", st.step},
+      {"best_accuracy", st.best_accuracy},
+      {"epoch_loss", st.epoch_loss},
+      {"epoch_correct", st.epoch_correct},
+      {"epoch_seen", st.epoch_seen},
+      {"seconds", st.seconds},
+      {"arch", args.arch},
+      {"dataset", dataset},
+      {"seed", args.seed},
+      {"batch_size", args.batch_size},
+      {"epochs", args.epochs}};
+  const std::string text = j.dump(2) + "\n";
+  resnet::StagedFile state(
+      (dir / "last_state.json").string(), text.data(), text.size());
+  crash_point(hook + "state");
+  state.commit();
+  // last.pt: the same weights under a stable name (a hard link where the
+  // file system has them), replaced atomically.
+  const auto last_tmp = dir / "last.pt.tmp";
+  fs::remove(last_tmp);
+  std::error_code linked;
+  fs::create_hard_link(model_file, last_tmp, linked);
+  if (linked) {
+    fs::copy_file(model_file, last_tmp);
+  }
+  fs::rename(last_tmp, dir / "last.pt");
+  // Files of other steps (older checkpoints, or a newer one that a crash
+  // left unnamed) are no longer needed.
+  std::vector<fs::path> stale;
+  for (const auto& e : fs::directory_iterator(dir / "checkpoint")) {
+    const auto name = e.path().string();
+    if (name != model_file && name != step_file(dir, "optimizer", st.step)) {
+      stale.push_back(e.path());
+    }
+  }
+  for (const auto& f : stale) {
+    fs::remove(f);
+  }
 }
 
-RunState load_checkpoint(
+// Temporary files that a killed run left behind in `dir`.
+void remove_temporaries(const fs::path& dir) {
+  std::vector<fs::path> found;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().filename().string().find(".tmp") != std::string::npos) {
+      found.push_back(e.path());
+    }
+  }
+  for (const auto& f : found) {
+    fs::remove(f);
+  }
+}
+
+// Keeps the rows of a CSV log whose first column is at most `last`: what a
+// run killed after its checkpoint wrote is written again when it resumes.
+void truncate_log(const fs::path& path, int64_t last) {
+  if (!fs::exists(path)) {
+    return;
+  }
+  std::ifstream in(path);
+  std::string text, line;
+  for (bool header = true; std::getline(in, line); header = false) {
+    char* end = nullptr;
+    const long long first = std::strtoll(line.c_str(), &end, 10);
+    if (header || (end != line.c_str() && *end == ',' && first <= last)) {
+      text += line + "\n";
+    }
+  }
+  in.close();
+  resnet::write_file_atomically(path.string(), text);
+}
+
+// The run state of the checkpoint in `dir`, loaded into `model` and
+// `optimizer`; nullopt when there is none yet.
+std::optional<RunState> load_checkpoint(
     const fs::path& dir,
     resnet::AnyResNet& model,
     torch::optim::SGD& optimizer,
     const Args& args,
     const std::string& dataset) {
-  auto j = read_flat_json(dir / "last_state.json");
-  const auto expect = [&](const std::string& key, const std::string& value) {
-    if (j[key] != value) {
-      throw std::runtime_error(
-          "cannot resume: the run in " + dir.string() + " has " + key + " " +
-          j[key] + ", this one " + value);
-    }
-  };
-  expect("arch", args.arch);
-  expect("dataset", dataset);
-  expect("seed", std::to_string(args.seed));
-  expect("batch_size", std::to_string(args.batch_size));
-  resnet::load_state_dict(*model, (dir / "last.pt").string());
-  torch::load(optimizer, (dir / "last_optimizer.pt").string());
-  RunState st;
-  st.step = std::stoll(j["step"]);
-  st.best_accuracy = std::stod(j["best_accuracy"]);
-  st.epoch_loss = std::stod(j["epoch_loss"]);
-  st.epoch_correct = std::stoll(j["epoch_correct"]);
-  st.epoch_seen = std::stoll(j["epoch_seen"]);
-  st.seconds = std::stod(j["seconds"]);
-  return st;
+  const auto path = dir / "last_state.json";
+  if (!fs::exists(path)) {
+    return std::nullopt;
+  }
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(std::ifstream(path));
+    const auto expect = [&](const char* key, const nlohmann::json& value) {
+      if (j.at(key) != value) {
+        throw std::runtime_error(
+            "cannot resume: the run in " + dir.string() + " has " + key + " " +
+            j.at(key).dump() + ", this one " + value.dump());
+      }
+    };
+    expect("arch", args.arch);
+    expect("dataset", dataset);
+    expect("seed", args.seed);
+    expect("batch_size", args.batch_size);
+    RunState st;
+    st.step = j.at("step").get<int64_t>();
+    st.best_accuracy = j.at("best_accuracy").get<double>();
+    st.epoch_loss = j.at("epoch_loss").get<double>();
+    st.epoch_correct = j.at("epoch_correct").get<int64_t>();
+    st.epoch_seen = j.at("epoch_seen").get<int64_t>();
+    st.seconds = j.at("seconds").get<double>();
+    resnet::load_state_dict(*model, step_file(dir, "model", st.step));
+    torch::load(optimizer, step_file(dir, "optimizer", st.step));
+    return st;
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(
+        "cannot resume: " + path.string() + " is damaged: " + e.what());
+  }
 }
 
 // ------------------------------------------------------------ the model --
@@ -952,20 +963,33 @@ int main(int argc, char** argv) try {
       args.warmup_epochs * static_cast<double>(steps_per_epoch));
 
   RunState st;
+  std::optional<RunState> resumed;
   if (args.resume) {
-    st = load_checkpoint(out, model, optimizer, args, data.name);
     if (main_process) {
+      remove_temporaries(out);
+    }
+    resumed = load_checkpoint(out, model, optimizer, args, data.name);
+    if (resumed) {
+      st = *resumed;
+    }
+    if (resumed && main_process) {
       std::cout << "resuming " << out.string() << " at step " << st.step
                 << " of " << total_steps << "\n";
+      truncate_log(out / "steps.csv", st.step);
+      truncate_log(out / "metrics.csv", st.step / steps_per_epoch);
+    } else if (main_process) {
+      std::cout << "no checkpoint in " << out.string()
+                << " yet: starting from the beginning\n";
     }
-  } else if (main_process) {
+  }
+  if (!resumed && main_process) {
     std::ofstream(out / "metrics.csv")
         << "epoch,lr,train_loss,train_accuracy,test_loss,test_accuracy,seconds,"
            "images_per_second\n";
   }
   std::ofstream step_log(
-      out / "steps.csv", args.resume ? std::ios::app : std::ios::trunc);
-  if (!args.resume) {
+      out / "steps.csv", resumed ? std::ios::app : std::ios::trunc);
+  if (!resumed) {
     step_log << "step,loss,lr\n";
   }
 
@@ -1058,6 +1082,7 @@ int main(int argc, char** argv) try {
         step_log << st.step << "," << std::setprecision(9) << loss_value << ","
                  << lr << std::endl;
       }
+      crash_point("step:" + std::to_string(st.step));
       progress.update(
           b + 1,
           st.epoch_loss / static_cast<double>(st.epoch_seen),
@@ -1193,6 +1218,12 @@ int main(int argc, char** argv) try {
               << " wall time); results in " << out.string() << "\n";
   }
   return 0;
+} catch (const UsageError& u) {
+  if (!u.problem.empty()) {
+    std::cerr << "train_classifier: " << u.problem << "\n";
+  }
+  (u.code ? std::cerr : std::cout) << kUsage;
+  return u.code;
 } catch (const c10::Error& e) {
   std::cerr << "train_classifier: " << e.what_without_backtrace() << "\n";
   return 1;

@@ -14,10 +14,16 @@ RESNET_BUILD_ROOT=${RESNET_BUILD_ROOT:-$RESNET_ROOT/build}
 # Debian packages for building and testing against Debian's LibTorch 1.13.
 RESNET_APT_PACKAGES=(
   cmake ninja-build g++ ccache git
-  libtorch-dev libgtest-dev libstb-dev zlib1g-dev pkg-config nlohmann-json3-dev
+  libtorch-dev libgtest-dev libpng-dev libturbojpeg0-dev zlib1g-dev pkg-config
+  nlohmann-json3-dev
   dataset-fashion-mnist gnuplot-nox
   python3 python3-venv python3-torch python3-torchvision python3-pil
 )
+
+# ccache: paths inside the checkout count relative to it, so that another
+# clone of the same sources reuses what one has compiled.
+export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+export CCACHE_BASEDIR=$RESNET_ROOT CCACHE_NOHASHDIR=true
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -76,7 +82,6 @@ configure_build() {
   local args=(-G Ninja -DCMAKE_BUILD_TYPE=Release)
   if command -v ccache >/dev/null; then
     args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-    export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
   fi
   if [ "$name" = pypi ]; then
     local prefix

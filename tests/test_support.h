@@ -54,6 +54,31 @@ std::string error_of(F&& f) {
   return "";
 }
 
+/// Deep copies of every entry, to check that a failed call changed nothing.
+inline std::vector<torch::Tensor> snapshot(const torch::nn::Module& m) {
+  std::vector<torch::Tensor> out;
+  for (const auto& item : resnet::state_dict(m)) {
+    out.push_back(item.second.clone());
+  }
+  return out;
+}
+
+/// Whether every entry of `m` still equals its `snapshot`.
+inline bool unchanged(
+    const torch::nn::Module& m,
+    const std::vector<torch::Tensor>& s) {
+  const auto now = resnet::state_dict(m);
+  if (now.size() != s.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (!torch::equal(now[i].second, s[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
 inline bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }

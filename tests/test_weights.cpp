@@ -15,6 +15,8 @@ using resnet::LoadOptions;
 using resnet::ResNetOptions;
 using resnet_test::contains;
 using resnet_test::error_of;
+using resnet_test::snapshot;
+using resnet_test::unchanged;
 
 // A fresh folder under the build tree for one test.
 fs::path work_dir(const std::string& name) {
@@ -22,30 +24,6 @@ fs::path work_dir(const std::string& name) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
-}
-
-// Deep copies of every entry, to check that a failed load changed nothing.
-std::vector<torch::Tensor> snapshot(const torch::nn::Module& m) {
-  std::vector<torch::Tensor> out;
-  for (const auto& item : resnet::state_dict(m)) {
-    out.push_back(item.second.clone());
-  }
-  return out;
-}
-
-bool unchanged(
-    const torch::nn::Module& m,
-    const std::vector<torch::Tensor>& s) {
-  const auto now = resnet::state_dict(m);
-  if (now.size() != s.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (!torch::equal(now[i].second, s[i])) {
-      return false;
-    }
-  }
-  return true;
 }
 
 resnet::ResNet<resnet::BasicBlock<>> small_model(int64_t classes = 10) {

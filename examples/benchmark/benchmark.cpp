@@ -86,9 +86,15 @@ struct Args {
   bool json = false;
 };
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "resnet_benchmark: " << problem << "\n" << kUsage;
-  std::exit(2);
+// A command-line problem, or --help: main prints it with the usage and
+// exits with `code`.
+struct UsageError {
+  std::string problem;
+  int code = 2;
+};
+
+[[noreturn]] void usage(const std::string& problem, int code = 2) {
+  throw UsageError{problem, code};
 }
 
 int64_t whole_number(const std::string& flag, const std::string& text) {
@@ -114,8 +120,7 @@ Args parse_args(int argc, char** argv) {
       return argv[++i];
     };
     if (flag == "--help" || flag == "-h") {
-      std::cout << kUsage;
-      std::exit(0);
+      usage("", 0);
     } else if (flag == "--arch") {
       a.arch = value();
     } else if (flag == "--batch") {
@@ -153,10 +158,10 @@ Args parse_args(int argc, char** argv) {
     }
   }
   if (a.batch < 1 || a.size < 1 || a.iters < 1 || a.warmup < 0 ||
-      a.threads < 0 || a.classes < 0) {
+      a.threads < 0 || a.threads > 4096 || a.classes < 0) {
     usage(
         "--batch, --size and --iters must be >= 1; --warmup, --threads and "
-        "--classes >= 0");
+        "--classes >= 0; --threads at most 4096");
   }
   if (a.mode != "infer" && a.mode != "train") {
     usage("--mode expects infer or train, got '" + a.mode + "'");
@@ -370,6 +375,12 @@ int main(int argc, char** argv) try {
   }
   std::cout << out.str();
   return 0;
+} catch (const UsageError& u) {
+  if (!u.problem.empty()) {
+    std::cerr << "resnet_benchmark: " << u.problem << "\n";
+  }
+  (u.code ? std::cerr : std::cout) << kUsage;
+  return u.code;
 } catch (const c10::Error& e) {
   std::cerr << "resnet_benchmark: " << e.what_without_backtrace() << "\n";
   return 1;

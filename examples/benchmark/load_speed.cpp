@@ -37,11 +37,19 @@ struct Args {
   bool json = false;
 };
 
-[[noreturn]] void usage(int code) {
-  (code ? std::cerr : std::cout)
-      << "usage: resnet_load_speed --file PATH [--into ARCH] [--repeat N] "
-         "[--json]\n";
-  std::exit(code);
+const char* kUsage =
+    "usage: resnet_load_speed --file PATH [--into ARCH] [--repeat N] "
+    "[--json]\n";
+
+// A command-line problem, or --help: main prints it with the usage and
+// exits with `code`.
+struct UsageError {
+  std::string problem;
+  int code = 2;
+};
+
+[[noreturn]] void usage(const std::string& problem, int code = 2) {
+  throw UsageError{problem, code};
 }
 
 Args parse_args(int argc, char** argv) {
@@ -49,7 +57,7 @@ Args parse_args(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
-      usage(0);
+      usage("", 0);
     } else if (flag == "--json") {
       args.json = true;
     } else if (
@@ -64,21 +72,15 @@ Args parse_args(int argc, char** argv) {
         char* end = nullptr;
         args.repeat = std::strtoll(value.c_str(), &end, 10);
         if (*end != '\0' || args.repeat < 1) {
-          std::cerr << "resnet_load_speed: --repeat expects a whole number "
-                       ">= 1, got '"
-                    << value << "'\n";
-          std::exit(2);
+          usage("--repeat expects a whole number >= 1, got '" + value + "'");
         }
       }
     } else {
-      std::cerr << "resnet_load_speed: unknown or incomplete flag '" << flag
-                << "'\n";
-      usage(2);
+      usage("unknown or incomplete flag '" + flag + "'");
     }
   }
   if (args.file.empty()) {
-    std::cerr << "resnet_load_speed: --file is required\n";
-    usage(2);
+    usage("--file is required");
   }
   return args;
 }
@@ -122,6 +124,12 @@ int main(int argc, char** argv) try {
               << " MB/s) over " << args.repeat << " loads\n";
   }
   return 0;
+} catch (const UsageError& u) {
+  if (!u.problem.empty()) {
+    std::cerr << "resnet_load_speed: " << u.problem << "\n";
+  }
+  (u.code ? std::cerr : std::cout) << kUsage;
+  return u.code;
 } catch (const c10::Error& e) {
   std::cerr << "resnet_load_speed: " << e.what_without_backtrace() << "\n";
   return 1;

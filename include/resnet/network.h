@@ -372,7 +372,7 @@ class ResNetImpl : public ResNetBaseImpl {
   void init_weights() {
     torch::NoGradGuard no_grad;
     for (auto& m : modules(/*include_self=*/false)) {
-      if (auto* conv = m->as<torch::nn::Conv2d>()) {
+      if (auto* conv = m->template as<torch::nn::Conv2d>()) {
         torch::nn::init::kaiming_normal_(
             conv->weight, 0.0, torch::kFanOut, torch::kReLU);
       }
@@ -407,6 +407,14 @@ class ResNetImpl : public ResNetBaseImpl {
         options_.in_channels(),
         total_stride_,
         options_.stem() == Stem::ImageNet);
+    const auto device = stem_weight().device();
+    TORCH_CHECK(
+        x.device() == device,
+        "resnet: the input is on ",
+        x.device(),
+        ", the network on ",
+        device,
+        "; move one of them with .to()");
   }
 
   std::vector<int64_t> layers_;

@@ -101,10 +101,13 @@ namespace detail {
 /// The scale of a normalization layer: its `weight` parameter, or its
 /// `weight` buffer for frozen layers. Undefined if it has neither.
 inline torch::Tensor norm_weight(torch::nn::Module& norm) {
-  if (auto* p = norm.named_parameters(/*recurse=*/false).find("weight")) {
+  // The dicts are copies: keep them alive while their entries are read.
+  const auto parameters = norm.named_parameters(/*recurse=*/false);
+  if (const auto* p = parameters.find("weight")) {
     return *p;
   }
-  if (auto* b = norm.named_buffers(/*recurse=*/false).find("weight")) {
+  const auto buffers = norm.named_buffers(/*recurse=*/false);
+  if (const auto* b = buffers.find("weight")) {
     return *b;
   }
   return {};

@@ -1,7 +1,8 @@
 #pragma once
 
 // The public API of the resnet library. Decoding image files is in
-// <resnet/image.h>, which needs stb_image.
+// <resnet/image.h>, which needs libpng and libjpeg-turbo, and
+// <resnet/data/*.h>, which need zlib.
 
 #include <resnet/blocks.h>
 #include <resnet/checkpoint.h>

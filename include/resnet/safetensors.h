@@ -231,6 +231,7 @@ inline std::vector<char> safetensors_bytes(
         name != kSafetensorsMetadataKey,
         "a tensor cannot be named ",
         kSafetensorsMetadataKey);
+    TORCH_CHECK(!name.empty(), "a tensor has an empty name");
     TORCH_CHECK(names.insert(name).second, what, " is given twice");
     TORCH_CHECK(t.defined(), what, " is undefined");
     TORCH_CHECK(

@@ -58,6 +58,10 @@ inline torch::Tensor resize_shorter_side(
 /// The central `size` x `size` crop, placed as torchvision's center_crop
 /// places it. The image must be at least that large.
 inline torch::Tensor center_crop(const torch::Tensor& image, int64_t size) {
+  TORCH_CHECK(
+      image.dim() >= 2,
+      "resnet: center_crop expects an image [..., H, W], got ",
+      image.sizes());
   const int64_t h = image.size(-2), w = image.size(-1);
   TORCH_CHECK(
       size > 0 && h >= size && w >= size,
@@ -79,6 +83,10 @@ inline torch::Tensor normalize(
     const torch::Tensor& image,
     const std::vector<double>& mean,
     const std::vector<double>& std) {
+  TORCH_CHECK(
+      image.dim() == 3 || image.dim() == 4,
+      "resnet: normalize expects an image [C, H, W] or [N, C, H, W], got ",
+      image.sizes());
   const int64_t c = image.size(-3);
   TORCH_CHECK(
       static_cast<int64_t>(mean.size()) == c &&
@@ -89,6 +97,9 @@ inline torch::Tensor normalize(
       mean.size(),
       " and ",
       std.size());
+  for (double v : std) {
+    TORCH_CHECK(v > 0, "resnet: normalize: every std must be > 0, got ", v);
+  }
   const auto opts = torch::TensorOptions().dtype(image.scalar_type());
   const auto m = torch::tensor(mean, opts).reshape({c, 1, 1});
   const auto s = torch::tensor(std, opts).reshape({c, 1, 1});

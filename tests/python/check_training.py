@@ -133,6 +133,92 @@ def same_steps(reference, resumed, first, what):
           f"uninterrupted run (worst relative difference {worst:.2g})")
 
 
+def log_rows(out):
+    """steps.csv as (step, loss) rows and metrics.csv without its clock
+    columns, as lists: a resumed run must not repeat or lose a row."""
+    step_rows = [(r["step"], r["loss"]) for r in read_csv(os.path.join(out, "steps.csv"))]
+    metric_rows = [(r["epoch"], r["train_loss"], r["train_accuracy"], r["test_loss"],
+                    r["test_accuracy"]) for r in read_csv(os.path.join(out, "metrics.csv"))]
+    return step_rows, metric_rows
+
+
+def close_rows(rows, reference):
+    """The same steps, once each and in order, with losses within 1e-5."""
+    return [r[0] for r in rows] == [r[0] for r in reference] and all(
+        abs(float(a[1]) - float(b[1])) <= 1e-5 * max(abs(float(b[1])), 1e-12)
+        for a, b in zip(rows, reference))
+
+
+def crash_safety(t, w, common, reference):
+    """SIGKILL mid-epoch, before the first checkpoint, and at each point of
+    writing a checkpoint; then --resume: the run continues from the last
+    complete checkpoint and ends exactly as the uninterrupted one."""
+    full_steps, full_metrics = log_rows(w("full"))
+    full_summary = json.load(open(w("full", "summary.json")))
+    per_epoch = 13  # 800 images in batches of 64
+    cases = [
+        ("step:20", per_epoch, "SIGKILL mid-epoch (step 20)"),
+        ("step:5", None, "SIGKILL before the first checkpoint (step 5)"),
+        ("checkpoint:2:model", per_epoch, "SIGKILL after writing the model file"),
+        ("checkpoint:2:optimizer", per_epoch, "SIGKILL after writing the optimizer file"),
+        ("checkpoint:2:state", per_epoch,
+         "SIGKILL between the state file's temporary copy and its rename"),
+    ]
+    for at, expected_step, what in cases:
+        name = "crash-" + at.replace(":", "-")
+        out = w(name)
+        r = t.run(name, *common, env=dict(os.environ, TRAIN_CLASSIFIER_CRASH_AT=at),
+                  expect=-signal.SIGKILL)
+        check(r.returncode == -signal.SIGKILL, f"{what}: the process is killed ({r.returncode})")
+        state_path = os.path.join(out, "last_state.json")
+        if expected_step is None:
+            check(not os.path.exists(state_path), f"{what}: no checkpoint yet")
+        else:
+            state = json.load(open(state_path))
+            model = os.path.join(out, "checkpoint", f"model-{state['step']}.pt")
+            weights = torch.load(model, weights_only=True)
+            last = torch.load(os.path.join(out, "last.pt"), weights_only=True)
+            check(state["step"] == expected_step and "fc.weight" in weights
+                  and os.path.exists(os.path.join(out, "checkpoint",
+                                                  f"optimizer-{state['step']}.pt"))
+                  and all(torch.equal(weights[k], last[k]) for k in weights),
+                  f"{what}: the last complete checkpoint (step {state['step']}) is intact "
+                  "and last.pt holds its weights")
+        r = t.run(name, *common, "--resume")
+        started = "starting from the beginning" if expected_step is None else "resuming"
+        check(r.returncode == 0 and started in r.stdout, f"{what}: --resume continues ({started})")
+        step_rows, metric_rows = log_rows(out)
+        summary = json.load(open(os.path.join(out, "summary.json")))
+        check(close_rows(step_rows, full_steps) and metric_rows == full_metrics
+              and summary["test_accuracy"] == full_summary["test_accuracy"]
+              and summary["confusion_matrix"] == full_summary["confusion_matrix"],
+              f"{what}: steps.csv, metrics.csv and the final metrics equal the "
+              f"uninterrupted run's (accuracy {summary['test_accuracy']})")
+        leftovers = [f for f in os.listdir(out) if ".tmp" in f]
+        check(not leftovers and sorted(os.listdir(os.path.join(out, "checkpoint"))) ==
+              [f"model-{2 * per_epoch}.pt", f"optimizer-{2 * per_epoch}.pt"],
+              f"{what}: no temporary or stale checkpoint files remain ({leftovers})")
+
+    # A kill from outside at whatever moment the run has reached.
+    out = w("crash-external")
+    proc = subprocess.Popen([t.exe, "--out", out, "--threads", "2"] + common,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = os.path.join(out, "steps.csv")
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(log) and len(open(log).read().splitlines()) > 16:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    proc.communicate(timeout=120)
+    r = t.run("crash-external", *common, "--resume")
+    step_rows, metric_rows = log_rows(out)
+    check(r.returncode == 0 and close_rows(step_rows, full_steps)
+          and metric_rows == full_metrics,
+          f"SIGKILL from outside at step {len(step_rows)}: the resumed run equals the "
+          "uninterrupted one")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--train", required=True)
@@ -237,6 +323,8 @@ def main():
     check(r.returncode == 1 and "cannot resume" in r.stderr and "seed" in r.stderr,
           "resuming with other settings is refused")
 
+    crash_safety(t, w, common, reference)
+
     # Bad datasets: a clear message naming the path.
     os.makedirs(w("empty"), exist_ok=True)
     damaged_copy(w("mnist"), w("truncated"), "train-images", lambda d: d[: len(d) // 2])
@@ -246,12 +334,16 @@ def main():
     cases = [
         (["--data", w("nowhere")], 1, "no such folder"),
         (["--data", w("empty")], 1, "cannot tell the format"),
-        (["--data", w("truncated"), "--dataset", "mnist"], 1, "expected 800 images of 28x28"),
-        (["--data", w("badmagic")], 1, "not an IDX label file"),
-        (["--data", w("badgz")], 1, "cannot decompress"),
-        (["--data", w("badcifar")], 1, "expected records of 3073 bytes"),
+        (["--data", w("truncated"), "--dataset", "mnist"], 1, "the IDX header says [800, 28, 28]"),
+        (["--data", w("badmagic")], 1, "IDX rank 153"),
+        (["--data", w("badgz")], 1, "truncated gzip stream"),
+        (["--data", w("badcifar")], 1, "binary records of 3073 bytes"),
         (["--data", w("images"), "--dataset", "imagenet"], 2, "--dataset expects"),
         (["--data", w("mnist"), "--epochs", "0"], 2, "--epochs expects a number >= 1"),
+        # Found by fuzz_flags_train_classifier: a number too large for an
+        # integer was converted anyway.
+        (["--data", w("mnist"), "--stop-after", "5" * 100], 2,
+         "--stop-after expects a whole number up to 10^15"),
     ]
     for extra, code, message in cases:
         r = t.run("bad", *extra, expect=code)

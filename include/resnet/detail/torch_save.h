@@ -29,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -961,8 +962,12 @@ inline std::vector<char> write_torch_save(const resnet::StateDict& state) {
   if (!state.empty()) {
     p.mark();
   }
+  std::set<std::string> names;
   for (const auto& item : state) {
     const auto& name = item.first;
+    TORCH_CHECK(!name.empty(), "a tensor has an empty name");
+    TORCH_CHECK(
+        names.insert(name).second, "tensor '", name, "' is given twice");
     TORCH_CHECK(item.second.defined(), "tensor '", name, "' is undefined");
     at::Tensor t = item.second.is_cpu() ? item.second : item.second.cpu();
     t = t.contiguous();
