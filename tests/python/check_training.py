@@ -211,11 +211,12 @@ def crash_safety(t, w, common, reference):
         time.sleep(0.02)
     proc.kill()
     proc.communicate(timeout=120)
+    killed_at = len(log_rows(out)[0])
     r = t.run("crash-external", *common, "--resume")
     step_rows, metric_rows = log_rows(out)
     check(r.returncode == 0 and close_rows(step_rows, full_steps)
           and metric_rows == full_metrics,
-          f"SIGKILL from outside at step {len(step_rows)}: the resumed run equals the "
+          f"SIGKILL from outside after step {killed_at}: the resumed run equals the "
           "uninterrupted one")
 
 
