@@ -138,10 +138,7 @@ std::vector<std::string> read_names(const std::string& path) {
 
 int main(int argc, char** argv) try {
   const Args args = parse(argc, argv);
-  if (std::getenv("OMP_NUM_THREADS") == nullptr) {
-    torch::set_num_threads(
-        static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  }
+  resnet::set_num_threads();
   const torch::Device device = args.device.empty()
       ? resnet::default_device()
       : resnet::parse_device(args.device);

@@ -23,10 +23,7 @@ int main(int argc, char** argv) try {
 
   // Debian's LibTorch starts with one thread; use every core unless
   // OMP_NUM_THREADS says otherwise.
-  if (std::getenv("OMP_NUM_THREADS") == nullptr) {
-    torch::set_num_threads(
-        static_cast<int>(std::thread::hardware_concurrency()));
-  }
+  resnet::set_num_threads();
 
   const torch::Device device = resnet::default_device();
   resnet::AnyResNet model = resnet::create(arch);

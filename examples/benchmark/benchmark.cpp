@@ -57,7 +57,7 @@ const char* kUsage = R"(usage: resnet_benchmark [options]
   --channels-last    network and input in channels_last memory format
   --fuse             fold batch norms into convolutions (inference)
   --cuda-graph       capture one iteration as a CUDA graph, replay it (inference)
-  --stem S           auto, imagenet or cifar (default auto: cifar below 64x64)
+  --stem S           auto, imagenet or cifar (default auto: cifar up to 64x64)
   --classes N        classifier outputs (default 1000, 10 with the cifar stem)
   --cache-memory     keep freed CPU tensor memory for reuse
                      (resnet::enable_cpu_memory_cache)
@@ -208,15 +208,8 @@ int main(int argc, char** argv) try {
   const Args args = parse_args(argc, argv);
 
   // --- setup: threads, device, precision --------------------------------
-  if (args.threads > 0) {
-    torch::set_num_threads(static_cast<int>(args.threads));
-  } else if (const char* env = std::getenv("OMP_NUM_THREADS"); env && *env) {
-    torch::set_num_threads(std::max(1, std::atoi(env)));
-  } else {
-    // Debian's LibTorch starts with one thread.
-    torch::set_num_threads(
-        static_cast<int>(std::thread::hardware_concurrency()));
-  }
+  // Debian's LibTorch starts with one thread: say how many.
+  resnet::set_num_threads(static_cast<int>(args.threads));
   const torch::Device device = args.device.empty()
       ? resnet::default_device()
       : resnet::parse_device(args.device);
@@ -236,8 +229,9 @@ int main(int argc, char** argv) try {
       !args.cuda_graph || device.is_cuda(),
       "resnet_benchmark: --cuda-graph needs --device cuda");
   const bool train = args.mode == "train";
-  const bool cifar =
-      args.stem == "cifar" || (args.stem == "auto" && args.size < 64);
+  const bool cifar = args.stem == "cifar" ||
+      (args.stem == "auto" &&
+       resnet::stem_for_image_size(args.size) == resnet::Stem::Cifar);
   const int64_t classes = args.classes ? args.classes : cifar ? 10 : 1000;
   const auto memory_format = args.channels_last
       ? torch::MemoryFormat::ChannelsLast

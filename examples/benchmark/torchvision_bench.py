@@ -77,7 +77,8 @@ def main():
     if a.cuda_graph and device.type != "cuda":
         sys.exit("torchvision_bench: --cuda-graph needs --device cuda")
     train = a.mode == "train"
-    cifar = a.stem == "cifar" or (a.stem == "auto" and a.size < 64)
+    # resnet::stem_for_image_size: the CIFAR stem up to 64 pixels.
+    cifar = a.stem == "cifar" or (a.stem == "auto" and a.size <= 64)
     classes = a.classes or (10 if cifar else 1000)
     memory_format = torch.channels_last if a.channels_last else torch.contiguous_format
 

@@ -2,12 +2,15 @@
 
 // Choosing the device to run on.
 
+#include <ATen/Parallel.h>
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 namespace resnet {
 
@@ -57,6 +60,29 @@ inline c10::Device default_device() {
   }
   return torch::cuda::is_available() ? c10::Device(c10::kCUDA)
                                      : c10::Device(c10::kCPU);
+}
+
+/// The number of CPU threads for LibTorch's operators: `requested` when it
+/// is positive, else the environment variable `OMP_NUM_THREADS` when it holds
+/// a positive number, else every core.
+inline int default_num_threads(int requested = 0) {
+  if (requested > 0) {
+    return requested;
+  }
+  if (const char* env = std::getenv("OMP_NUM_THREADS"); env && *env) {
+    if (const int n = std::atoi(env); n > 0) {
+      return n;
+    }
+  }
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+/// Sets LibTorch's operator threads to `default_num_threads(requested)` and
+/// returns that number.
+inline int set_num_threads(int requested = 0) {
+  const int n = default_num_threads(requested);
+  at::set_num_threads(n);
+  return n;
 }
 
 } // namespace resnet

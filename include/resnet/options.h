@@ -19,6 +19,14 @@ enum class Stem {
   Cifar,
 };
 
+/// The stem for square images of `size` pixels: `Stem::Cifar` up to 64
+/// pixels (CIFAR, Fashion-MNIST, Tiny ImageNet), where the ImageNet stem's
+/// stride of 4 would leave layer4 with 2x2 maps or less; `Stem::ImageNet`
+/// above.
+inline Stem stem_for_image_size(int64_t size) {
+  return size <= 64 ? Stem::Cifar : Stem::ImageNet;
+}
+
 /// How a block's identity path follows a change of shape (stride or width).
 enum class Shortcut {
   /// The architecture's own choice: `Projection` for the torchvision family,

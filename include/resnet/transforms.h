@@ -78,7 +78,8 @@ inline torch::Tensor center_crop(const torch::Tensor& image, int64_t size) {
   return image.narrow(-2, top, size).narrow(-1, left, size);
 }
 
-/// (image - mean) / std per channel; `image` is [C, H, W] or [N, C, H, W].
+/// (image - mean) / std per channel; `image` is [C, H, W] or [N, C, H, W],
+/// floating point, on any device.
 inline torch::Tensor normalize(
     const torch::Tensor& image,
     const std::vector<double>& mean,
@@ -87,6 +88,11 @@ inline torch::Tensor normalize(
       image.dim() == 3 || image.dim() == 4,
       "resnet: normalize expects an image [C, H, W] or [N, C, H, W], got ",
       image.sizes());
+  TORCH_CHECK(
+      image.is_floating_point(),
+      "resnet: normalize expects a floating-point image (values in [0, 1]), "
+      "got ",
+      image.scalar_type());
   const int64_t c = image.size(-3);
   TORCH_CHECK(
       static_cast<int64_t>(mean.size()) == c &&
@@ -101,8 +107,9 @@ inline torch::Tensor normalize(
     TORCH_CHECK(v > 0, "resnet: normalize: every std must be > 0, got ", v);
   }
   const auto opts = torch::TensorOptions().dtype(image.scalar_type());
-  const auto m = torch::tensor(mean, opts).reshape({c, 1, 1});
-  const auto s = torch::tensor(std, opts).reshape({c, 1, 1});
+  const auto m =
+      torch::tensor(mean, opts).reshape({c, 1, 1}).to(image.device());
+  const auto s = torch::tensor(std, opts).reshape({c, 1, 1}).to(image.device());
   return (image - m) / s;
 }
 

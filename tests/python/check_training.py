@@ -339,12 +339,14 @@ def main():
         (["--data", w("badmagic")], 1, "IDX rank 153"),
         (["--data", w("badgz")], 1, "truncated gzip stream"),
         (["--data", w("badcifar")], 1, "binary records of 3073 bytes"),
-        (["--data", w("images"), "--dataset", "imagenet"], 2, "--dataset expects"),
-        (["--data", w("mnist"), "--epochs", "0"], 2, "--epochs expects a number >= 1"),
+        (["--data", w("images"), "--dataset", "imagenet"], 2, "--dataset: imagenet not in"),
+        (["--data", w("mnist"), "--epochs", "0"], 2, "--epochs: Value 0 not in range 1 to"),
+        (["--data", w("mnist"), "--seed", "-1"], 2, "--seed: Value -1 not in range"),
+        (["--data", w("mnist"), "--bogus"], 2, "not expected: --bogus"),
         # Found by fuzz_flags_train_classifier: a number too large for an
         # integer was converted anyway.
         (["--data", w("mnist"), "--stop-after", "5" * 100], 2,
-         "--stop-after expects a whole number up to 10^15"),
+         "not in range 1 to 1000000000000000"),
     ]
     for extra, code, message in cases:
         r = t.run("bad", *extra, expect=code)

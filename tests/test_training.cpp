@@ -1,0 +1,289 @@
+// The training-loop parts of include/resnet/training.h: the schedule,
+// checkpoints that survive a process killed while writing them, the logs,
+// the confusion matrix and the progress line.
+
+#include "test_support.h"
+
+#include <resnet/training.h>
+
+#include <torch/optim/sgd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+using resnet_test::contains;
+using resnet_test::error_of;
+
+namespace {
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / "training" / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+std::vector<std::string> names_in(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// A small network and an SGD optimizer with momentum that has taken a step,
+// so that its state (the momentum buffers) is not empty.
+struct Trained {
+  resnet::AnyResNet model = resnet::create(
+      "resnet20",
+      resnet::ResNetOptions().num_classes(3).in_channels(1));
+  torch::optim::SGD optimizer{
+      model->parameters(),
+      torch::optim::SGDOptions(0.1).momentum(0.9)};
+
+  explicit Trained(int64_t seed) {
+    torch::manual_seed(seed);
+    for (auto& p : model->parameters()) {
+      torch::NoGradGuard no_grad;
+      p.normal_();
+    }
+    step();
+  }
+
+  void step() {
+    optimizer.zero_grad();
+    model->forward(torch::randn({2, 1, 8, 8})).sum().backward();
+    optimizer.step();
+  }
+};
+
+torch::Tensor fc_weight(resnet::AnyResNet& model) {
+  return model->named_parameters()["fc.weight"].detach().clone();
+}
+
+bool same_parameters(resnet::AnyResNet& a, resnet::AnyResNet& b) {
+  const auto pa = a->parameters(), pb = b->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) {
+    if (!torch::equal(pa[i], pb[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+} // namespace
+
+TEST(Schedule, WarmsUpLinearlyThenDecaysToZero) {
+  const resnet::WarmupCosine lr{0.4, 4, 104};
+  EXPECT_DOUBLE_EQ(lr(0), 0.1);
+  EXPECT_DOUBLE_EQ(lr(3), 0.4);
+  EXPECT_DOUBLE_EQ(lr(4), 0.4);
+  EXPECT_NEAR(lr(54), 0.2, 1e-12);
+  EXPECT_NEAR(lr(104), 0.0, 1e-12);
+  EXPECT_GT(lr(20), lr(21));
+  const resnet::WarmupCosine none{1.0, 0, 10};
+  EXPECT_DOUBLE_EQ(none(0), 1.0);
+}
+
+TEST(Schedule, DefaultWarmupIsOneEpochAtMostATenthOfTheRun) {
+  EXPECT_EQ(resnet::warmup_steps(std::nullopt, 469, 2345), 234);
+  EXPECT_EQ(resnet::warmup_steps(std::nullopt, 47, 47), 4);
+  EXPECT_EQ(resnet::warmup_steps(std::nullopt, 100, 5000), 100);
+  EXPECT_EQ(resnet::warmup_steps(0.5, 100, 300), 50);
+  EXPECT_EQ(resnet::warmup_steps(0.0, 100, 300), 0);
+  EXPECT_TRUE(contains(
+      error_of([] { resnet::warmup_steps(-1.0, 10, 10); }), "must be >= 0"));
+}
+
+TEST(Schedule, SetLearningRateReachesEveryGroup) {
+  auto a = torch::zeros({2}, torch::requires_grad());
+  auto b = torch::zeros({2}, torch::requires_grad());
+  torch::optim::SGD sgd(
+      std::vector<torch::optim::OptimizerParamGroup>{
+          torch::optim::OptimizerParamGroup({a}),
+          torch::optim::OptimizerParamGroup({b})},
+      torch::optim::SGDOptions(1.0));
+  resnet::set_learning_rate(sgd, 0.25);
+  for (auto& group : sgd.param_groups()) {
+    EXPECT_DOUBLE_EQ(group.options().get_lr(), 0.25);
+  }
+}
+
+TEST(CheckpointFolder, SavesAndRestoresModelOptimizerAndState) {
+  const auto dir = fresh_dir("roundtrip");
+  Trained a(1);
+  resnet::CheckpointFolder folder(dir.string());
+  EXPECT_FALSE(folder.read_state().has_value());
+  folder.save(7, *a.model, a.optimizer, {{"best", 0.5}});
+  Trained b(2);
+  ASSERT_FALSE(same_parameters(a.model, b.model));
+  const auto state = folder.load(*b.model, b.optimizer);
+  ASSERT_TRUE(state.has_value());
+  EXPECT_EQ(state->at("step"), 7);
+  EXPECT_EQ(state->at("best"), 0.5);
+  EXPECT_TRUE(same_parameters(a.model, b.model));
+  // The momentum buffers came back too: the next steps agree.
+  torch::manual_seed(3);
+  a.step();
+  torch::manual_seed(3);
+  b.step();
+  EXPECT_TRUE(same_parameters(a.model, b.model));
+  // last.pt holds the weights; the files of older steps go.
+  folder.save(9, *a.model, a.optimizer);
+  EXPECT_EQ(
+      names_in(dir / "checkpoint"),
+      (std::vector<std::string>{"model-9.pt", "optimizer-9.pt"}));
+  Trained c(4);
+  resnet::load_state_dict(*c.model, (dir / "last.pt").string());
+  EXPECT_TRUE(same_parameters(a.model, c.model));
+}
+
+TEST(CheckpointFolder, AProcessStoppedWhileSavingLeavesTheLastCheckpoint) {
+  for (const std::string stop_at : {"model", "optimizer", "state"}) {
+    const auto dir = fresh_dir("stopped-" + stop_at);
+    Trained a(1);
+    resnet::CheckpointFolder folder(dir.string());
+    folder.save(3, *a.model, a.optimizer);
+    const auto first = fc_weight(a.model);
+    a.step();
+    std::vector<std::string> seen;
+    folder.on_written([&](const std::string& what) {
+      seen.push_back(what);
+      if (what == stop_at) {
+        throw std::runtime_error("stopped");
+      }
+    });
+    EXPECT_THROW(folder.save(4, *a.model, a.optimizer), std::runtime_error);
+    EXPECT_EQ(seen.back(), stop_at);
+    Trained b(2);
+    const auto state = folder.load(*b.model, b.optimizer);
+    ASSERT_TRUE(state.has_value()) << stop_at;
+    EXPECT_EQ(state->at("step"), 3) << stop_at;
+    EXPECT_TRUE(torch::equal(fc_weight(b.model), first));
+  }
+  // A full save after the interruptions reports each file in order.
+  Trained a(1);
+  std::vector<std::string> seen;
+  resnet::CheckpointFolder folder(fresh_dir("order").string());
+  folder.on_written([&](const std::string& what) { seen.push_back(what); });
+  folder.save(1, *a.model, a.optimizer);
+  EXPECT_EQ(seen, (std::vector<std::string>{"model", "optimizer", "state"}));
+}
+
+TEST(CheckpointFolder, TemporariesGoAndDamagedStateIsNamed) {
+  const auto dir = fresh_dir("damaged");
+  std::ofstream(dir / "last.pt.tmp") << "x";
+  std::ofstream(dir / "last_state.json.tmp.123") << "x";
+  std::ofstream(dir / "keep.txt") << "x";
+  resnet::CheckpointFolder folder(dir.string());
+  folder.remove_temporaries();
+  EXPECT_EQ(names_in(dir), (std::vector<std::string>{"keep.txt"}));
+  std::ofstream(dir / "last_state.json") << "{\"step\": ";
+  Trained a(1);
+  EXPECT_TRUE(contains(
+      error_of([&] { folder.load(*a.model, a.optimizer); }), "is damaged"));
+  std::ofstream(dir / "last_state.json") << "{\"no_step\": 1}";
+  EXPECT_TRUE(contains(error_of([&] { folder.read_state(); }), "is damaged"));
+  EXPECT_TRUE(
+      contains(error_of([] { resnet::CheckpointFolder(""); }), "needs a path"));
+  // A run with other settings is refused before anything is loaded.
+  folder.save(5, *a.model, a.optimizer, {{"seed", 1}, {"arch", "resnet20"}});
+  Trained b(2);
+  const auto before = fc_weight(b.model);
+  const auto refused = error_of([&] {
+    folder.load(*b.model, b.optimizer, {{"arch", "resnet20"}, {"seed", 2}});
+  });
+  EXPECT_TRUE(contains(refused, "cannot resume")) << refused;
+  EXPECT_TRUE(contains(refused, "has seed 1, this one 2")) << refused;
+  EXPECT_TRUE(torch::equal(fc_weight(b.model), before));
+  EXPECT_EQ(folder.load(*b.model, b.optimizer, {{"seed", 1}})->at("step"), 5);
+}
+
+TEST(TrainingLog, WritesRowsAndKeepsOnlyCheckpointedRowsOnResume) {
+  const auto dir = fresh_dir("log");
+  {
+    resnet::TrainingLog log(dir.string(), std::nullopt, 2);
+    for (int64_t s = 1; s <= 5; ++s) {
+      log.step(s, 1.0 / static_cast<double>(s), 0.1);
+    }
+    resnet::EpochMetrics m;
+    m.epoch = 1;
+    m.test_accuracy = 0.5;
+    log.epoch(m);
+    m.epoch = 2;
+    log.epoch(m);
+  }
+  const auto steps = read_text(dir / "steps.csv");
+  EXPECT_EQ(std::count(steps.begin(), steps.end(), '\n'), 6) << steps;
+  // Resumed after step 3 (epoch 1 of 2-step epochs): rows 4, 5 and epoch 2
+  // are dropped, then the logs continue.
+  {
+    resnet::TrainingLog log(dir.string(), 3, 2);
+    log.step(4, 0.2, 0.1);
+  }
+  EXPECT_EQ(
+      read_text(dir / "steps.csv"),
+      "step,loss,lr\n1,1,0.1\n2,0.5,0.1\n3,0.333333333,0.1\n4,0.2,0.1\n");
+  const auto metrics = read_text(dir / "metrics.csv");
+  EXPECT_TRUE(contains(metrics, "epoch,lr,train_loss"));
+  EXPECT_TRUE(contains(metrics, "\n1,0,0,0,0,0.5,0,0\n"));
+  EXPECT_FALSE(contains(metrics, "\n2,"));
+}
+
+TEST(ConfusionMatrix, CountsAccuracyAndPerClass) {
+  resnet::ConfusionMatrix m(3);
+  // Targets 0 0 1 2 2; predictions 0 1 1 2 0.
+  const auto logits = torch::tensor(
+      {{5.f, 0.f, 0.f},
+       {0.f, 5.f, 0.f},
+       {0.f, 5.f, 0.f},
+       {0.f, 0.f, 5.f},
+       {5.f, 0.f, 0.f}});
+  m.add(logits, torch::tensor({0, 0, 1, 2, 2}, torch::kLong));
+  EXPECT_EQ(m.total(), 5);
+  EXPECT_DOUBLE_EQ(m.accuracy(), 0.6);
+  EXPECT_EQ(m.per_class(), (std::vector<double>{0.5, 1.0, 0.5}));
+  EXPECT_EQ(m.to_json().dump(), "[[1,1,0],[0,1,0],[1,0,1]]");
+  m.add(torch::tensor({2}, torch::kLong), torch::tensor({1}, torch::kLong));
+  EXPECT_EQ(m.counts()[1][2].item<int64_t>(), 1);
+  const auto text = m.to_string({"cat", "dog", "eel"});
+  EXPECT_TRUE(contains(text, "dog")) << text;
+  EXPECT_TRUE(contains(text, "50.00%")) << text;
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        m.add(torch::zeros({2, 4}), torch::zeros({2}));
+      }),
+      "expects logits [N, 3]"));
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        m.add(torch::zeros({1, 3}), torch::tensor({3}, torch::kLong));
+      }),
+      "a target outside [0, 3)"));
+  EXPECT_DOUBLE_EQ(resnet::ConfusionMatrix(2).accuracy(), 0.0);
+}
+
+TEST(ProgressLine, PrintsQuartersToALogAndTheDuration) {
+  EXPECT_EQ(resnet::format_duration(75.9), "1:15");
+  EXPECT_EQ(resnet::format_duration(-3), "0:00");
+  testing::internal::CaptureStdout();
+  {
+    resnet::ProgressLine bar("epoch 1/2", 8);
+    for (int64_t i = 1; i <= 8; ++i) {
+      bar.update(i, "loss 1.0", 4 * i);
+    }
+    resnet::ProgressLine quiet("epoch 2/2", 8, /*enabled=*/false);
+    quiet.update(8, "x", 1);
+  }
+  const auto out = testing::internal::GetCapturedStdout();
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 4) << out;
+  EXPECT_TRUE(contains(out, "epoch 1/2 [########################] 8/8")) << out;
+  EXPECT_FALSE(contains(out, "epoch 2/2")) << out;
+}
