@@ -92,6 +92,7 @@ configure_build() {
     args+=("-DRESNET_PYTHON=$RESNET_DEBIAN_VENV/bin/python")
   fi
   echo "== configuring $RESNET_BUILD_ROOT/$name"
+  mkdir -p "$RESNET_BUILD_ROOT"
   cmake -S "$RESNET_ROOT" -B "$RESNET_BUILD_ROOT/$name" "${args[@]}" "$@" \
     >"$RESNET_BUILD_ROOT/$name.configure.log" 2>&1 || {
     cat "$RESNET_BUILD_ROOT/$name.configure.log"

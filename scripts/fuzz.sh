@@ -17,6 +17,7 @@ shift || true
 install_apt_packages clang libclang-rt-14-dev
 build=$RESNET_BUILD_ROOT/fuzz
 echo "== configuring $build"
+mkdir -p "$RESNET_BUILD_ROOT"
 CC=clang CXX=clang++ cmake -S "$RESNET_ROOT" -B "$build" -G Ninja \
   -DCMAKE_BUILD_TYPE=Release -DRESNET_BUILD_FUZZERS=ON \
   -DRESNET_BUILD_TESTS=OFF -DRESNET_BUILD_EXAMPLES=OFF -DRESNET_INSTALL=OFF \
