@@ -12,10 +12,8 @@
 
 #include <torch/torch.h>
 
-#include <cstdlib>
 #include <iostream>
 #include <string>
-#include <thread>
 
 int main(int argc, char** argv) try {
   const std::string arch = argc > 1 ? argv[1] : "resnet18";

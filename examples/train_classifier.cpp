@@ -18,27 +18,23 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include <atomic>
 #include <chrono>
-#include <csignal>
 #include <filesystem>
 #include <iostream>
 #include <random>
 
-namespace fs = std::filesystem;
+namespace rd = resnet::data;
 using nlohmann::json;
 
 namespace {
 
 struct Args {
   std::string data = "/usr/share/datasets/fashion-mnist", dataset;
-  std::string out = "runs/train";
-  std::string arch = "resnet20", stem = "auto", device;
+  std::string out = "runs/train", arch = "resnet20", stem = "auto", device;
   int64_t epochs = 5, batch_size = 128, pad = 4, image_size = 0, workers = 2;
   double lr = 0.1, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = -1;
   double label_smoothing = 0.1, erasing = 0.25, mixup = 0, cutmix = 0;
-  bool no_nesterov = false, no_flip = false, no_augment = false;
-  bool resume = false;
+  bool no_nesterov = false, no_flip = false, no_augment = false, resume = false;
   int threads = 0;
   uint64_t seed = 0;
   int64_t train_limit = 0, test_limit = 0, stop_after = 0;
@@ -53,53 +49,42 @@ struct UsageError {
 Args parse_args(int argc, char** argv) {
   Args a;
   CLI::App app("Trains a ResNet image classifier.", "train_classifier");
-  const auto opt = [&](const char* name,
-                       auto& value,
-                       const char* help,
-                       const CLI::Validator& check = CLI::Validator()) {
-    return app.add_option(name, value, help)
-        ->capture_default_str()
-        ->check(check);
-  };
+  app.option_defaults()->always_capture_default(); // --help shows defaults
+  const auto opt = [&](auto&&... o) { return app.add_option(o...); };
   const auto count = CLI::Range(int64_t{1}, int64_t{1000000000000000});
   const auto unit = CLI::Range(0.0, 1.0), positive = CLI::NonNegativeNumber;
+  const auto alpha = CLI::Range(0.0, 1e3), warmup = CLI::Range(-1.0, 1e6);
+  const auto kinds = CLI::IsMember(rd::dataset_kinds());
+  const auto stems = CLI::IsMember({"auto", "cifar", "imagenet"});
   opt("--data", a.data, "dataset folder");
-  opt("--dataset",
-      a.dataset,
-      "the kind (default: told from the files)",
-      CLI::IsMember(resnet::data::dataset_kinds()));
+  opt("--dataset", a.dataset, "(default: told from the files)")->check(kinds);
   opt("--arch", a.arch, "any of resnet::architectures()");
-  opt("--stem",
-      a.stem,
-      "auto, cifar, imagenet",
-      CLI::IsMember({"auto", "cifar", "imagenet"}));
-  opt("--epochs", a.epochs, "", count);
-  opt("--batch-size", a.batch_size, "", count);
-  opt("--lr", a.lr, "peak learning rate", positive);
-  opt("--momentum", a.momentum, "", unit);
+  opt("--stem", a.stem, "auto: cifar up to 64 pixels")->check(stems);
+  opt("--epochs", a.epochs, "")->check(count);
+  opt("--batch-size", a.batch_size, "")->check(count);
+  opt("--lr", a.lr, "peak learning rate")->check(positive);
+  opt("--momentum", a.momentum, "")->check(unit);
   app.add_flag("--no-nesterov", a.no_nesterov, "plain momentum");
-  opt("--weight-decay", a.weight_decay, "", positive);
-  opt("--warmup-epochs",
-      a.warmup_epochs,
-      "-1: 1, at most 10%",
-      CLI::Range(-1., 1e6));
-  opt("--label-smoothing", a.label_smoothing, "", CLI::Range(0.0, 0.99));
-  opt("--erasing", a.erasing, "random-erasing probability", unit);
-  opt("--pad", a.pad, "random-crop padding", CLI::Range(0, 1024));
-  opt("--mixup", a.mixup, "mixup alpha (0: off)", CLI::Range(0.0, 1e3));
-  opt("--cutmix", a.cutmix, "cutmix alpha (0: off)", CLI::Range(0.0, 1e3));
+  opt("--weight-decay", a.weight_decay, "")->check(positive);
+  opt("--warmup-epochs", a.warmup_epochs, "-1: 1, <= 10%")->check(warmup);
+  opt("--label-smoothing", a.label_smoothing, "")->check(CLI::Range(0.0, 0.99));
+  opt("--erasing", a.erasing, "random-erasing probability")->check(unit);
+  opt("--pad", a.pad, "random-crop padding")->check(CLI::Range(0, 1024));
+  opt("--mixup", a.mixup, "mixup alpha (0: off)")->check(alpha);
+  opt("--cutmix", a.cutmix, "cutmix alpha (0: off)")->check(alpha);
   app.add_flag("--no-flip", a.no_flip, "no flips (always off for digits)");
   app.add_flag("--no-augment", a.no_augment, "no augmentation at all");
-  opt("--image-size", a.image_size, "folder images", CLI::Range(0, 65536));
+  opt("--image-size", a.image_size, "for folders")->check(CLI::Range(0, 65536));
   opt("--device", a.device, "cpu, cuda or cuda:N (default: cuda if any)");
-  opt("--threads", a.threads, "0: OMP_NUM_THREADS", CLI::Range(0, 4096));
-  opt("--workers", a.workers, "threads preparing batches", CLI::Range(0, 64));
-  opt("--seed", a.seed, "", CLI::Range(0.0, 1.8e19));
+  opt("--threads", a.threads, "0: OMP_NUM_THREADS")->check(CLI::Range(0, 4096));
+  opt("--workers", a.workers, "batch threads")->check(CLI::Range(0, 64));
+  opt("--seed", a.seed, "")->check(CLI::Range(0.0, 1.8e19));
   opt("--out", a.out, "output folder");
   app.add_flag("--resume", a.resume, "continue the run in --out");
-  opt("--train-limit", a.train_limit, "the first N train images", count);
-  opt("--test-limit", a.test_limit, "only the first N test images", count);
-  opt("--stop-after", a.stop_after, "stop after N steps, as Ctrl-C", count);
+  opt("--train-limit", a.train_limit, "the first N train images")->check(count);
+  opt("--test-limit", a.test_limit, "the first N test images")->check(count);
+  opt("--stop-after", a.stop_after, "stop after N steps, as Ctrl-C")
+      ->check(count);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -110,76 +95,38 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-// ------------------------------------------------------------------ a run --
-
-std::atomic<bool> interrupted{false};
-
-extern "C" void on_sigint(int) {
-  interrupted = true;
-  std::signal(SIGINT, SIG_DFL); // a second Ctrl-C ends the program at once
-}
-
-// The crash-safety test's hook: TRAIN_CLASSIFIER_CRASH_AT=step:N kills the
-// process after optimizer step N; checkpoint:K:model|optimizer|state during
-// this run's K-th checkpoint, after that file is written.
-void crash_point(const std::string& name) {
-  static const char* at = std::getenv("TRAIN_CLASSIFIER_CRASH_AT");
-  if (at != nullptr && name == at) {
-    std::cout << std::flush;
-    std::raise(SIGKILL);
-  }
-}
-
-double since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-      .count();
-}
-
-// Where a run stands; saved in checkpoints.
-struct Progress {
-  int64_t step = 0;
-  double best = -1, seconds = 0; // best: test accuracy
-  resnet::EpochTotals epoch;
-};
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Progress, step, best, seconds, epoch)
-
 // Everything the steps of main share.
 struct Run {
   Args args;
-  bool talk = true;
+  // Only the first process of a multi-process launch talks and writes.
+  bool talk = !std::getenv("RANK") || std::string(std::getenv("RANK")) == "0";
   torch::Device device = torch::kCPU;
-  resnet::data::TrainTest data;
+  rd::TrainTest data;
   std::vector<double> mean, std;
-  resnet::data::AugmentOptions augment;
+  rd::AugmentOptions augment;
   int64_t classes = 0, steps_per_epoch = 0;
   resnet::AnyResNet model = nullptr;
   std::unique_ptr<torch::optim::SGD> optimizer;
   resnet::WarmupCosine lr;
   std::unique_ptr<resnet::TrainingLog> log;
-  Progress at; // saved in checkpoints
+  resnet::RunProgress at; // saved in checkpoints
   std::optional<resnet::ConfusionMatrix> test; // the last evaluation
 };
 
 void load_data(Run& r) {
   const auto& a = r.args;
-  r.data = resnet::data::open_dataset(
-      a.data, a.dataset, resnet::data::ImageFolderOptions().size(a.image_size));
+  r.data = rd::open_dataset(
+      a.data, a.dataset, rd::ImageFolderOptions().size(a.image_size));
   r.data.train = r.data.train.head(a.train_limit);
   r.data.test = r.data.test.head(a.test_limit);
-  const auto& train = r.data.train;
-  r.classes = static_cast<int64_t>(train.classes().size());
-  std::tie(r.mean, r.std) = resnet::data::channel_statistics(train.images());
-  // A flipped digit or character is another one, or none.
-  const auto& k = r.data.kind;
-  const bool flip = !a.no_flip && k != "mnist" && k != "kmnist" && k != "idx";
+  r.classes = static_cast<int64_t>(r.data.train.classes().size());
+  std::tie(r.mean, r.std) = rd::channel_statistics(r.data.train.images());
+  const bool flip = !a.no_flip && rd::flips_keep_class(r.data.kind);
   r.augment.padding(a.pad).flip(flip ? 0.5 : 0).erasing().p(a.erasing);
   r.augment.mix().mixup_alpha(a.mixup).cutmix_alpha(a.cutmix).label_smoothing(
       a.label_smoothing);
-  if (r.talk) { // only the first process of a multi-process launch talks
-    std::cout << "data: " << k << " " << a.data << " (" << *train.size()
-              << " train, " << *r.data.test.size() << " test, "
-              << train.channels() << "x" << train.height() << "x"
-              << train.width() << ", " << r.classes << " classes)\n";
+  if (r.talk) {
+    std::cout << "data: " << r.data.describe() << " in " << a.data << "\n";
   }
   if (r.talk && !r.data.guess_reason.empty()) {
     std::cout << "  told from the files: " << r.data.guess_reason
@@ -189,10 +136,7 @@ void load_data(Run& r) {
 
 void build_model(Run& r) {
   const auto& a = r.args;
-  const auto stem = a.stem == "auto"
-      ? resnet::stem_for_image_size(r.data.train.height())
-      : a.stem == "cifar" ? resnet::Stem::Cifar
-                          : resnet::Stem::ImageNet;
+  const auto stem = resnet::parse_stem(a.stem, r.data.train.height());
   torch::manual_seed(a.seed);
   r.model = resnet::create(
       a.arch,
@@ -201,9 +145,7 @@ void build_model(Run& r) {
           .in_channels(r.data.train.channels())
           .stem(stem));
   r.model->to(r.device);
-  if (r.device.is_cuda()) {
-    resnet::to_channels_last(*r.model);
-  }
+  resnet::to_channels_last(*r.model); // faster on GPUs and oneDNN CPUs
   r.optimizer = std::make_unique<torch::optim::SGD>(
       r.model->parameters(),
       torch::optim::SGDOptions(a.lr)
@@ -212,16 +154,13 @@ void build_model(Run& r) {
           .weight_decay(a.weight_decay));
   r.steps_per_epoch = (*r.data.train.size() + a.batch_size - 1) / a.batch_size;
   const int64_t total = r.steps_per_epoch * a.epochs;
-  const auto warmup = a.warmup_epochs >= 0
-      ? std::optional<double>(a.warmup_epochs)
-      : std::nullopt;
+  const auto warmup =
+      a.warmup_epochs < 0 ? std::nullopt : std::optional(a.warmup_epochs);
   r.lr = {a.lr, resnet::warmup_steps(warmup, r.steps_per_epoch, total), total};
   if (r.talk) {
-    std::cout << "model: " << a.arch << " ("
-              << (stem == resnet::Stem::Cifar ? "cifar" : "imagenet")
-              << " stem), " << r.device
-              << (r.device.is_cuda() ? " bf16 channels_last" : "") << ", "
-              << torch::get_num_threads() << " threads\n";
+    std::cout << "model: " << a.arch << " (" << resnet::to_string(stem)
+              << " stem), " << r.device << (r.device.is_cuda() ? " bf16" : "")
+              << " channels_last, " << torch::get_num_threads() << " threads\n";
   }
 }
 
@@ -235,10 +174,13 @@ json run_identity(const Run& r) {
 }
 
 void save_checkpoint(Run& r) {
+  // Crash-safety tests: RESNET_CRASH_AT=checkpoint:K:model|optimizer|state
+  // kills the process in this run's K-th checkpoint, after that file.
   static int count = 0;
   const std::string hook = "checkpoint:" + std::to_string(++count) + ":";
   resnet::CheckpointFolder folder(r.args.out);
-  folder.on_written([&](const std::string& what) { crash_point(hook + what); });
+  folder.on_written(
+      [&](const auto& file) { resnet::crash_point(hook + file); });
   json state = run_identity(r);
   state.update(json(r.at));
   folder.save(r.at.step, *r.model, *r.optimizer, state);
@@ -252,13 +194,12 @@ bool resume(Run& r) {
   }
   const auto saved = folder.load(*r.model, *r.optimizer, run_identity(r));
   if (saved) {
-    r.at = saved->get<Progress>();
+    r.at = saved->get<resnet::RunProgress>();
   }
-  if (r.talk) {
-    std::cout << (saved ? "resuming " : "no checkpoint in ") << r.args.out
-              << (saved ? " at step " + std::to_string(r.at.step)
-                        : " yet: starting from the beginning")
-              << "\n";
+  if (r.talk && saved) {
+    std::cout << "resuming " << r.args.out << " at step " << r.at.step << "\n";
+  } else if (r.talk) {
+    std::cout << "no checkpoint in " << r.args.out << " yet: from the start\n";
   }
   return saved.has_value();
 }
@@ -267,17 +208,14 @@ bool resume(Run& r) {
 // and in training augmented on the batch's device, seeded by the batch's
 // place in the run so that a resumed run sees the same images.
 std::pair<torch::Tensor, torch::Tensor>
-prepare(const Run& r, const resnet::data::Batch& b, bool train) {
+prepare(const Run& r, const rd::Batch& b, bool train) {
   auto x = resnet::normalize(b.images.to(torch::kFloat) / 255, r.mean, r.std);
   auto xy = std::pair(x, b.targets);
   if (train && !r.args.no_augment) {
-    std::mt19937_64 rng(
-        resnet::data::batch_seed(r.args.seed, b.epoch, b.index));
-    xy = resnet::data::augment(x, b.targets, r.classes, r.augment, rng);
+    std::mt19937_64 rng(rd::batch_seed(r.args.seed, b.epoch, b.index));
+    xy = rd::augment(x, b.targets, r.classes, r.augment, rng);
   }
-  if (r.device.is_cuda()) {
-    xy.first = xy.first.contiguous(torch::MemoryFormat::ChannelsLast);
-  }
+  xy.first = xy.first.contiguous(torch::MemoryFormat::ChannelsLast);
   return xy;
 }
 
@@ -289,10 +227,9 @@ torch::Tensor forward(Run& r, const torch::Tensor& x) {
 void evaluate(Run& r) {
   r.model->eval();
   torch::NoGradGuard no_grad;
-  resnet::data::Loader loader(
-      r.data.test.images(),
-      r.data.test.targets(),
-      resnet::data::LoaderOptions()
+  rd::Loader loader(
+      r.data.test,
+      rd::LoaderOptions()
           .batch_size(std::max<int64_t>(r.args.batch_size, 256))
           .shuffle(false)
           .workers(std::min<int64_t>(r.args.workers, 1))
@@ -306,18 +243,15 @@ void evaluate(Run& r) {
 
 // Trains to the end of the current epoch. Returns the images per second, or
 // nullopt when stopped (Ctrl-C, --stop-after) before the end.
-std::optional<double> train_epoch(Run& r, resnet::data::Loader& loader) {
+std::optional<double> train_epoch(Run& r, rd::Loader& loader) {
   static int64_t steps_in_process = 0;
   auto& at = r.at;
-  const auto smoothing =
-      torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(
-          r.args.label_smoothing);
   const int64_t epoch = at.step / r.steps_per_epoch;
   loader.start_epoch(epoch, at.step % r.steps_per_epoch);
   r.model->train();
-  const auto label = "epoch " + std::to_string(epoch + 1) + "/";
-  resnet::ProgressLine bar(
-      label + std::to_string(r.args.epochs), r.steps_per_epoch, r.talk, "img");
+  const auto label = "epoch " + std::to_string(epoch + 1) + "/" +
+      std::to_string(r.args.epochs);
+  resnet::ProgressLine bar(label, r.steps_per_epoch, r.talk, "img");
   const double seconds_before = at.seconds;
   int64_t images = 0;
   auto t0 = std::chrono::steady_clock::now(); // waiting for data counts too
@@ -327,23 +261,23 @@ std::optional<double> train_epoch(Run& r, resnet::data::Loader& loader) {
     resnet::set_learning_rate(*r.optimizer, lr);
     r.optimizer->zero_grad();
     const auto logits = forward(r, x);
-    const auto loss = y.dim() == 2
-        ? resnet::data::soft_cross_entropy(logits, y)
-        : torch::nn::functional::cross_entropy(logits, y, smoothing);
+    const auto loss = rd::cross_entropy(logits, y, r.args.label_smoothing);
     loss.backward();
     r.optimizer->step();
     const double value = loss.item<double>();
     TORCH_CHECK(std::isfinite(value), "the loss diverged; try a lower --lr");
     at.epoch.add(value, logits, b->targets);
     images += b->targets.size(0);
-    at.seconds += since(t0);
+    at.seconds += resnet::seconds_since(t0);
     t0 = std::chrono::steady_clock::now();
     if (r.log) {
       r.log->step(at.step + 1, value, lr);
     }
-    crash_point("step:" + std::to_string(++at.step));
+    // Crash-safety tests: RESNET_CRASH_AT=step:N, after optimizer step N.
+    resnet::crash_point("step:" + std::to_string(++at.step));
     bar.update(b->index + 1, at.epoch.to_string(), images);
-    if (interrupted || ++steps_in_process == r.args.stop_after) {
+    if (resnet::interrupt_requested() ||
+        ++steps_in_process == r.args.stop_after) {
       return std::nullopt;
     }
   }
@@ -355,29 +289,19 @@ std::optional<double> train_epoch(Run& r, resnet::data::Loader& loader) {
 void end_epoch(Run& r, double images_per_second) {
   evaluate(r);
   auto& at = r.at;
-  const resnet::EpochMetrics m{
+  const auto m = resnet::EpochMetrics::of(
       at.step / r.steps_per_epoch,
       r.lr(at.step - 1),
-      at.epoch.mean_loss(),
-      at.epoch.accuracy(),
-      r.test->loss(),
-      r.test->accuracy(),
+      at.epoch,
+      *r.test,
       at.seconds,
-      images_per_second};
+      images_per_second);
   at.epoch = {};
   if (!r.talk) {
     return;
   }
-  std::cout << "epoch " << m.epoch << "/" << r.args.epochs << ": test loss "
-            << std::fixed << std::setprecision(4) << m.test_loss << " accuracy "
-            << std::setprecision(2) << 100 * m.test_accuracy << "% (train "
-            << 100 * m.train_accuracy << "%)\n"
-            << std::defaultfloat;
-  static bool drawn = true;
-  if (!r.log->epoch(m) && drawn) {
-    std::cerr << "train_classifier: no curves.png (is gnuplot installed?)\n";
-    drawn = false;
-  }
+  std::cout << m.to_string(r.args.epochs) << "\n";
+  r.log->epoch(m); // curves.png where gnuplot is installed
   if (m.test_accuracy > at.best) {
     at.best = m.test_accuracy;
     resnet::save_state_dict(*r.model, r.args.out + "/best.pt");
@@ -402,10 +326,8 @@ void report(const Run& r, double wall) {
        {"device", r.device.str()},
        {"threads", torch::get_num_threads()},
        {"mean", r.mean},
-       {"std", r.std},
-       {"classes", classes},
-       {"per_class_accuracy", r.test->per_class()},
-       {"confusion_matrix", r.test->to_json()}});
+       {"std", r.std}});
+  summary.update(r.test->summary(classes));
   resnet::write_file_atomically(
       r.args.out + "/summary.json", summary.dump(2) + "\n");
   std::cout << std::fixed << std::setprecision(2) << "\ntest accuracy "
@@ -422,18 +344,15 @@ int main(int argc, char** argv) try {
   Run r;
   r.args = parse_args(argc, argv);
   const auto& a = r.args;
-  const char* rank = std::getenv("RANK");
-  r.talk = rank == nullptr || std::string(rank) == "0";
   resnet::set_num_threads(a.threads);
   r.device = a.device.empty() ? resnet::default_device()
                               : resnet::parse_device(a.device);
-  if (r.device.is_cpu()) {
-    // Freed activation memory kept for the next step: faster on the CPU.
+  if (r.device.is_cpu()) { // reusing freed activations' memory is faster
     resnet::enable_cpu_memory_cache();
   }
   load_data(r);
   build_model(r);
-  fs::create_directories(a.out);
+  std::filesystem::create_directories(a.out);
   const bool resumed = a.resume && resume(r);
   if (r.talk) {
     r.log = std::make_unique<resnet::TrainingLog>(
@@ -441,27 +360,25 @@ int main(int argc, char** argv) try {
         resumed ? std::optional<int64_t>(r.at.step) : std::nullopt,
         r.steps_per_epoch);
   }
-  resnet::data::Loader loader(
-      r.data.train.images(),
-      r.data.train.targets(),
-      resnet::data::LoaderOptions()
+  rd::Loader loader(
+      r.data.train,
+      rd::LoaderOptions()
           .batch_size(a.batch_size)
           .seed(a.seed)
           .workers(a.workers)
           .device(r.device));
-  std::signal(SIGINT, on_sigint);
+  resnet::stop_on_interrupt();
   while (r.at.step < r.lr.total) {
     const auto speed = train_epoch(r, loader);
+    const bool ctrl_c = resnet::interrupt_requested();
+    if (!speed && r.talk) { // Ctrl-C or --stop-after
+      save_checkpoint(r);
+      std::cout << (ctrl_c ? "\ninterrupted" : "\nstopped") << " at step "
+                << r.at.step << " of " << r.lr.total << "; checkpoint in "
+                << a.out << " (continue with --resume)\n";
+    }
     if (!speed) {
-      if (r.talk) {
-        save_checkpoint(r);
-        std::cout << "\n"
-                  << (interrupted ? "interrupted" : "stopped") << " at step "
-                  << r.at.step << " of " << r.lr.total
-                  << "; checkpoint saved in " << a.out
-                  << " (continue with --resume)\n";
-      }
-      return interrupted ? 130 : 0;
+      return ctrl_c ? 130 : 0;
     }
     end_epoch(r, *speed);
   }
@@ -469,17 +386,14 @@ int main(int argc, char** argv) try {
     evaluate(r); // a resumed run that had already finished
   }
   if (r.talk) {
-    report(r, since(wall_start));
+    report(r, resnet::seconds_since(wall_start));
   }
   return 0;
 } catch (const UsageError& u) {
   (u.code ? std::cerr : std::cout)
       << (u.code ? "train_classifier: " : "") << u.problem;
   return u.code;
-} catch (const c10::Error& e) {
-  std::cerr << "train_classifier: " << e.what_without_backtrace() << "\n";
-  return 1;
 } catch (const std::exception& e) {
-  std::cerr << "train_classifier: " << e.what() << "\n";
+  std::cerr << "train_classifier: " << resnet::error_message(e) << "\n";
   return 1;
 }

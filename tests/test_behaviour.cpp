@@ -21,6 +21,20 @@ resnet::ResNet<resnet::BasicBlock<>> tiny_resnet18(int64_t classes = 5) {
           resnet::Stem::Cifar));
 }
 
+TEST(Options, StemByNameOrImageSize) {
+  using resnet::Stem;
+  EXPECT_EQ(resnet::parse_stem("auto", 28), Stem::Cifar);
+  EXPECT_EQ(resnet::parse_stem("auto", 64), Stem::Cifar);
+  EXPECT_EQ(resnet::parse_stem("auto", 65), Stem::ImageNet);
+  EXPECT_EQ(resnet::parse_stem("cifar", 224), Stem::Cifar);
+  EXPECT_EQ(resnet::parse_stem("imagenet", 32), Stem::ImageNet);
+  EXPECT_STREQ(resnet::to_string(Stem::Cifar), "cifar");
+  EXPECT_STREQ(resnet::to_string(Stem::ImageNet), "imagenet");
+  EXPECT_TRUE(resnet_test::contains(
+      resnet_test::error_of([] { resnet::parse_stem("Cifar", 32); }),
+      "resnet: unknown stem 'Cifar' (auto, cifar or imagenet)"));
+}
+
 TEST(Options, InChannels) {
   auto model = resnet::resnet18(ResNetOptions().in_channels(1).num_classes(10));
   EXPECT_EQ(model->conv1->weight.sizes(), (std::vector<int64_t>{64, 1, 7, 7}));

@@ -760,6 +760,16 @@ TEST(Datasets, FashionMnistInAFolderOfAnyNameIsGuessedByContent) {
   EXPECT_EQ(both.train.size().value(), 60000u);
   EXPECT_EQ(both.test.size().value(), 10000u);
   EXPECT_EQ(both.test.classes(), rd::class_names("fashion-mnist"));
+  EXPECT_EQ(
+      both.describe(),
+      "fashion-mnist: 60000 train, 10000 test, 1x28x28, 10 classes");
+  EXPECT_TRUE(rd::flips_keep_class(both.kind));
+  for (const auto* kind : {"mnist", "kmnist", "idx"}) {
+    EXPECT_FALSE(rd::flips_keep_class(kind)) << kind;
+  }
+  for (const auto* kind : {"cifar10", "cifar100", "folder"}) {
+    EXPECT_TRUE(rd::flips_keep_class(kind)) << kind;
+  }
 }
 
 namespace {

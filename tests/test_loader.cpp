@@ -128,6 +128,31 @@ TEST(Loader, EveryExampleOncePerEpoch) {
   }
 }
 
+TEST(Loader, TakesADatasetsImagesAndTargets) {
+  struct Toy {
+    torch::Tensor x, y;
+    torch::Tensor images() const {
+      return x;
+    }
+    torch::Tensor targets() const {
+      return y;
+    }
+  };
+  const auto data = make_data(9);
+  Loader from_dataset(
+      Toy{data.images, data.targets}, LoaderOptions().batch_size(4).seed(3));
+  Loader from_tensors(
+      data.images, data.targets, LoaderOptions().batch_size(4).seed(3));
+  const auto a = epoch_batches(from_dataset, 1);
+  const auto b = epoch_batches(from_tensors, 1);
+  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(b.size(), 3u);
+  for (size_t k = 0; k < a.size(); ++k) {
+    EXPECT_TRUE(torch::equal(a[k].images, b[k].images)) << k;
+    EXPECT_TRUE(torch::equal(a[k].targets, b[k].targets)) << k;
+  }
+}
+
 TEST(Loader, UnshuffledInStorageOrder) {
   const auto data = make_data(25);
   Loader loader(
@@ -418,13 +443,13 @@ TEST(Loader, RejectsBadOptions) {
   EXPECT_TRUE(contains(
       error_of([&] { Loader l(data.images.select(1, 0), data.targets); }),
       "resnet: Loader expects uint8 or floating-point images "
-      "[N, C, H, W], got [10, 3, 3]"));
+      "[N, C, H, W], got Byte [10, 3, 3]"));
   EXPECT_TRUE(contains(
       error_of([&] { Loader l(data.images.to(torch::kInt), data.targets); }),
       "uint8 or floating-point"));
   EXPECT_TRUE(contains(
       error_of([&] { Loader l(data.images, data.targets.slice(0, 0, 9)); }),
-      "int64 targets [10] (one per image), got [9]"));
+      "int64 targets [10] (one per image), got Long [9]"));
   EXPECT_TRUE(contains(
       error_of([&] { Loader l(data.images, data.targets.to(torch::kInt)); }),
       "int64 targets"));
@@ -775,7 +800,25 @@ TEST(Augment, SoftCrossEntropyMatchesCrossEntropy) {
         resnet::data::soft_cross_entropy(logits, one_hot.slice(1, 0, 9));
       }),
       "resnet: soft_cross_entropy expects soft targets [16, 10] like "
-      "the logits, got [16, 9]"));
+      "the logits, got Float [16, 9]"));
+}
+
+TEST(Augment, CrossEntropyTakesClassIndicesOrSoftTargets) {
+  torch::manual_seed(0);
+  namespace F = torch::nn::functional;
+  const auto logits = torch::randn({8, 5});
+  const auto t = torch::randint(0, 5, {8}, torch::kLong);
+  EXPECT_TRUE(torch::allclose(
+      resnet::data::cross_entropy(logits, t, 0.2),
+      F::cross_entropy(
+          logits, t, F::CrossEntropyFuncOptions().label_smoothing(0.2))));
+  EXPECT_TRUE(torch::allclose(
+      resnet::data::cross_entropy(logits, t), F::cross_entropy(logits, t)));
+  // Soft targets carry their own smoothing; the argument is not applied again.
+  const auto soft = resnet::data::smoothed_one_hot(t, 5, 0.2);
+  EXPECT_TRUE(torch::allclose(
+      resnet::data::cross_entropy(logits, soft, 0.2),
+      resnet::data::soft_cross_entropy(logits, soft)));
 }
 
 TEST(Augment, RejectsBadArguments) {
@@ -785,7 +828,7 @@ TEST(Augment, RejectsBadArguments) {
   EXPECT_TRUE(contains(
       error_of([&] { resnet::data::random_crop(x[0], 1, rng); }),
       "resnet: random_crop expects a floating-point batch [N, C, H, W], "
-      "got [1, 4, 4]"));
+      "got Float [1, 4, 4]"));
   EXPECT_TRUE(contains(
       error_of([&] { resnet::data::random_crop(x.to(torch::kByte), 1, rng); }),
       "floating-point batch"));
@@ -820,7 +863,7 @@ TEST(Augment, RejectsBadArguments) {
       error_of([&] {
         resnet::data::mixup_cutmix(x, t.slice(0, 0, 1), 4, MixOptions(), rng);
       }),
-      "integer targets [2], got [1]"));
+      "integer targets [2], got Long [1]"));
   EXPECT_TRUE(contains(
       error_of([&] {
         resnet::data::mixup_cutmix(x, t, 4, MixOptions().probability(2), rng);

@@ -8,6 +8,9 @@
 
 #include <torch/optim/sgd.h>
 
+#include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -268,6 +271,86 @@ TEST(ConfusionMatrix, CountsAccuracyAndPerClass) {
       }),
       "a target outside [0, 3)"));
   EXPECT_DOUBLE_EQ(resnet::ConfusionMatrix(2).accuracy(), 0.0);
+}
+
+TEST(ConfusionMatrix, SummaryHoldsClassesPerClassAndMatrix) {
+  resnet::ConfusionMatrix m(2);
+  m.add(torch::tensor({0, 1, 1}, torch::kLong), torch::tensor({0, 0, 1}));
+  EXPECT_EQ(
+      m.summary({"cat", "dog"}).dump(),
+      R"({"classes":["cat","dog"],"confusion_matrix":[[1,1],[0,1]],)"
+      R"("per_class_accuracy":[0.5,1.0]})");
+}
+
+TEST(EpochMetrics, FromTotalsAndEvaluationAndAsText) {
+  resnet::EpochTotals train;
+  train.add(
+      0.5, torch::tensor({{1.f, 0.f}, {1.f, 0.f}}), torch::tensor({0, 1}));
+  resnet::ConfusionMatrix test(2);
+  test.add(torch::tensor({{0.f, 3.f}}), torch::tensor({1}));
+  const auto m = resnet::EpochMetrics::of(3, 0.05, train, test, 12.5, 640);
+  EXPECT_EQ(m.epoch, 3);
+  EXPECT_DOUBLE_EQ(m.lr, 0.05);
+  EXPECT_DOUBLE_EQ(m.train_loss, 0.5);
+  EXPECT_DOUBLE_EQ(m.train_accuracy, 0.5);
+  EXPECT_NEAR(m.test_loss, std::log1p(std::exp(-3.0)), 1e-6);
+  EXPECT_DOUBLE_EQ(m.test_accuracy, 1.0);
+  EXPECT_DOUBLE_EQ(m.seconds, 12.5);
+  EXPECT_DOUBLE_EQ(m.images_per_second, 640);
+  EXPECT_EQ(
+      m.to_string(5),
+      "epoch 3/5: test loss 0.0486 accuracy 100.00% (train 50.00%)");
+}
+
+TEST(RunProgress, RoundTripsThroughJson) {
+  resnet::RunProgress p;
+  p.step = 17;
+  p.best = 0.875;
+  p.seconds = 3.25;
+  p.epoch.add(2.0, torch::tensor({{0.f, 1.f}}), torch::tensor({1}));
+  const nlohmann::json j = p;
+  const auto q = j.get<resnet::RunProgress>();
+  EXPECT_EQ(q.step, 17);
+  EXPECT_DOUBLE_EQ(q.best, 0.875);
+  EXPECT_DOUBLE_EQ(q.seconds, 3.25);
+  EXPECT_DOUBLE_EQ(q.epoch.loss, 2.0);
+  EXPECT_EQ(q.epoch.correct, 1);
+  EXPECT_EQ(q.epoch.seen, 1);
+  EXPECT_DOUBLE_EQ(resnet::RunProgress().best, -1);
+}
+
+TEST(Interrupt, CtrlCBecomesARequestOnceThenTheDefault) {
+  resnet::stop_on_interrupt();
+  EXPECT_FALSE(resnet::interrupt_requested());
+  std::raise(SIGINT);
+  EXPECT_TRUE(resnet::interrupt_requested());
+  // The handler gave SIGINT back to the default action (end the program).
+  const auto previous = std::signal(SIGINT, SIG_IGN);
+  EXPECT_EQ(previous, SIG_DFL);
+  std::signal(SIGINT, SIG_DFL);
+  resnet::stop_on_interrupt(); // a new run starts without a request
+  EXPECT_FALSE(resnet::interrupt_requested());
+  std::signal(SIGINT, SIG_DFL);
+}
+
+TEST(CrashPoint, KillsTheProcessOnlyAtTheNamedPoint) {
+  ::setenv("RESNET_TEST_CRASH_AT", "step:3", 1);
+  resnet::crash_point("step:2", "RESNET_TEST_CRASH_AT"); // not this one
+  resnet::crash_point("step:3"); // another variable
+  EXPECT_EXIT(
+      resnet::crash_point("step:3", "RESNET_TEST_CRASH_AT"),
+      testing::KilledBySignal(SIGKILL),
+      "");
+  ::unsetenv("RESNET_TEST_CRASH_AT");
+}
+
+TEST(ErrorMessage, LibTorchErrorsWithoutTheirBacktrace) {
+  try {
+    TORCH_CHECK(false, "a checked condition failed");
+  } catch (const std::exception& e) {
+    EXPECT_EQ(resnet::error_message(e), "a checked condition failed");
+  }
+  EXPECT_EQ(resnet::error_message(std::runtime_error("plain")), "plain");
 }
 
 TEST(ProgressLine, PrintsQuartersToALogAndTheDuration) {

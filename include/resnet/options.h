@@ -4,7 +4,10 @@
 
 #include <torch/arg.h>
 
+#include <c10/util/Exception.h>
+
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace resnet {
@@ -25,6 +28,24 @@ enum class Stem {
 /// above.
 inline Stem stem_for_image_size(int64_t size) {
   return size <= 64 ? Stem::Cifar : Stem::ImageNet;
+}
+
+/// "cifar" or "imagenet".
+inline const char* to_string(Stem stem) {
+  return stem == Stem::Cifar ? "cifar" : "imagenet";
+}
+
+/// The stem named "cifar" or "imagenet", or for "auto" the one for images
+/// of `size` pixels (`stem_for_image_size`).
+inline Stem parse_stem(const std::string& name, int64_t size) {
+  TORCH_CHECK(
+      name == "auto" || name == "cifar" || name == "imagenet",
+      "resnet: unknown stem '",
+      name,
+      "' (auto, cifar or imagenet)");
+  return name == "auto" ? stem_for_image_size(size)
+      : name == "cifar" ? Stem::Cifar
+                        : Stem::ImageNet;
 }
 
 /// How a block's identity path follows a change of shape (stride or width).

@@ -17,8 +17,10 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -370,6 +372,13 @@ class ConfusionMatrix {
     }
     return o.str();
   }
+  /// The class names, the per-class accuracy and the matrix, as JSON.
+  nlohmann::json summary(const std::vector<std::string>& names) const {
+    return {
+        {"classes", names},
+        {"per_class_accuracy", per_class()},
+        {"confusion_matrix", to_json()}};
+  }
   /// The matrix as nested JSON arrays.
   nlohmann::json to_json() const {
     auto rows = nlohmann::json::array();
@@ -425,6 +434,17 @@ struct EpochTotals {
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(EpochTotals, loss, correct, seen)
 
+/// Where a training run stands, for its checkpoints: the optimizer steps
+/// taken, the best test accuracy so far (-1: none yet), the training time and
+/// the running totals of the epoch under way.
+struct RunProgress {
+  int64_t step = 0;
+  double best = -1;
+  double seconds = 0;
+  EpochTotals epoch;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(RunProgress, step, best, seconds, epoch)
+
 /// One epoch's figures, a row of metrics.csv.
 struct EpochMetrics {
   int64_t epoch = 0;
@@ -432,6 +452,36 @@ struct EpochMetrics {
   double test_loss = 0, test_accuracy = 0;
   double seconds = 0; ///< training time so far
   double images_per_second = 0;
+
+  /// The figures of epoch `epoch` (1-based) from its training totals and
+  /// its evaluation.
+  static EpochMetrics of(
+      int64_t epoch,
+      double lr,
+      const EpochTotals& train,
+      const ConfusionMatrix& test,
+      double seconds,
+      double images_per_second) {
+    return {
+        epoch,
+        lr,
+        train.mean_loss(),
+        train.accuracy(),
+        test.loss(),
+        test.accuracy(),
+        seconds,
+        images_per_second};
+  }
+
+  /// "epoch 3/5: test loss 0.2871 accuracy 90.12% (train 88.40%)".
+  std::string to_string(int64_t epochs) const {
+    std::ostringstream o;
+    o << "epoch " << epoch << "/" << epochs << ": test loss " << std::fixed
+      << std::setprecision(4) << test_loss << " accuracy "
+      << std::setprecision(2) << 100 * test_accuracy << "% (train "
+      << 100 * train_accuracy << "%)";
+    return o.str();
+  }
 };
 
 /// The logs of a training run in a folder: DIR/steps.csv (step, loss, lr),
@@ -470,7 +520,7 @@ class TrainingLog {
   }
 
   /// A row of metrics.csv, then curves.png redrawn; false when gnuplot could
-  /// not draw it.
+  /// not draw it (said once on stderr).
   bool epoch(const EpochMetrics& m) {
     std::ofstream(path("metrics.csv"), std::ios::app)
         << std::setprecision(9) << m.epoch << "," << m.lr << "," << m.train_loss
@@ -488,7 +538,12 @@ class TrainingLog {
         << " using 1:($4*100) with linespoints title 'train', '' using "
         << "1:($6*100) with linespoints title 'test'\nunset multiplot\n";
     const auto cmd = "gnuplot '" + path("curves.gnuplot") + "' 2>/dev/null";
-    return std::system(cmd.c_str()) == 0;
+    const bool drawn = std::system(cmd.c_str()) == 0;
+    if (!drawn && !warned_) {
+      std::cerr << "resnet: no curves.png (is gnuplot installed?)\n";
+      warned_ = true;
+    }
+    return drawn;
   }
 
  private:
@@ -498,7 +553,55 @@ class TrainingLog {
 
   std::string dir_;
   std::ofstream steps_;
+  bool warned_ = false;
 };
+
+/// An exception's message; for LibTorch's errors without the C++ backtrace.
+inline std::string error_message(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  return c10_error ? c10_error->what_without_backtrace() : e.what();
+}
+
+/// Seconds elapsed since `start`.
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+namespace detail {
+inline std::atomic<bool>& interrupt_flag() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+inline void on_interrupt(int) {
+  interrupt_flag() = true;
+  std::signal(SIGINT, SIG_DFL); // a second Ctrl-C ends the program at once
+}
+} // namespace detail
+
+/// Makes Ctrl-C (SIGINT) a request to stop that a training loop polls with
+/// `interrupt_requested()`, so that it can save a checkpoint first; a second
+/// Ctrl-C ends the program at once.
+inline void stop_on_interrupt() {
+  detail::interrupt_flag() = false;
+  std::signal(SIGINT, detail::on_interrupt);
+}
+inline bool interrupt_requested() {
+  return detail::interrupt_flag();
+}
+
+/// A fault-injection point for crash-safety tests: when the environment
+/// variable `variable` equals `name`, the process kills itself (SIGKILL)
+/// on the spot, as a power cut or `kill -9` would.
+inline void crash_point(
+    const std::string& name,
+    const char* variable = "RESNET_CRASH_AT") {
+  const char* at = std::getenv(variable);
+  if (at != nullptr && name == at) {
+    std::cout << std::flush;
+    std::raise(SIGKILL);
+  }
+}
 
 /// Minutes and seconds, "m:ss".
 inline std::string format_duration(double seconds) {

@@ -167,7 +167,7 @@ def crash_safety(t, w, common, reference):
     for at, expected_step, what in cases:
         name = "crash-" + at.replace(":", "-")
         out = w(name)
-        r = t.run(name, *common, env=dict(os.environ, TRAIN_CLASSIFIER_CRASH_AT=at),
+        r = t.run(name, *common, env=dict(os.environ, RESNET_CRASH_AT=at),
                   expect=-signal.SIGKILL)
         check(r.returncode == -signal.SIGKILL, f"{what}: the process is killed ({r.returncode})")
         state_path = os.path.join(out, "last_state.json")
@@ -185,7 +185,7 @@ def crash_safety(t, w, common, reference):
                   f"{what}: the last complete checkpoint (step {state['step']}) is intact "
                   "and last.pt holds its weights")
         r = t.run(name, *common, "--resume")
-        started = "starting from the beginning" if expected_step is None else "resuming"
+        started = "yet: from the start" if expected_step is None else "resuming"
         check(r.returncode == 0 and started in r.stdout, f"{what}: --resume continues ({started})")
         step_rows, metric_rows = log_rows(out)
         summary = json.load(open(os.path.join(out, "summary.json")))

@@ -10,8 +10,11 @@
 // the same result on every device and with any number of loader workers.
 // Not part of <resnet/resnet.h>.
 
+#include <resnet/detail/describe.h>
+
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
+#include <torch/nn/functional/loss.h>
 #include <torch/types.h>
 
 #include <algorithm>
@@ -31,9 +34,7 @@ inline void check_batch(const torch::Tensor& x, const char* what) {
       "resnet: ",
       what,
       " expects a floating-point batch [N, C, H, W], got ",
-      x.defined() ? x.sizes() : c10::IntArrayRef{},
-      x.defined() ? " " : " an undefined tensor",
-      x.defined() ? c10::toString(x.scalar_type()) : "");
+      resnet::detail::describe(x));
 }
 
 inline void check_probability(double p, const char* what) {
@@ -273,9 +274,7 @@ inline Mixed mixup_cutmix(
       "resnet: mixup_cutmix expects integer targets [",
       x.size(0),
       "], got ",
-      targets.defined() ? targets.sizes() : c10::IntArrayRef{},
-      targets.defined() ? " " : " an undefined tensor",
-      targets.defined() ? c10::toString(targets.scalar_type()) : "");
+      resnet::detail::describe(targets));
   TORCH_CHECK(
       targets.device() == x.device(),
       "resnet: mixup_cutmix expects the targets on the images' device ",
@@ -363,14 +362,31 @@ inline torch::Tensor soft_cross_entropy(
   TORCH_CHECK(
       logits.defined() && logits.dim() == 2 && logits.is_floating_point(),
       "resnet: soft_cross_entropy expects float logits [N, classes], got ",
-      logits.defined() ? logits.sizes() : c10::IntArrayRef{});
+      resnet::detail::describe(logits));
   TORCH_CHECK(
       soft_targets.defined() && soft_targets.sizes() == logits.sizes(),
       "resnet: soft_cross_entropy expects soft targets ",
       logits.sizes(),
       " like the logits, got ",
-      soft_targets.defined() ? soft_targets.sizes() : c10::IntArrayRef{});
+      resnet::detail::describe(soft_targets));
   return -(soft_targets * torch::log_softmax(logits, 1)).sum(1).mean();
+}
+
+/// The training loss for the targets `augment` returns: cross entropy with
+/// label smoothing for class indices [N], `soft_cross_entropy` for soft
+/// targets [N, classes] (mixed batches, smoothed when they were mixed).
+inline torch::Tensor cross_entropy(
+    const torch::Tensor& logits,
+    const torch::Tensor& targets,
+    double label_smoothing = 0) {
+  if (targets.defined() && targets.dim() == 2) {
+    return soft_cross_entropy(logits, targets);
+  }
+  return torch::nn::functional::cross_entropy(
+      logits,
+      targets,
+      torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(
+          label_smoothing));
 }
 
 /// A training policy for small images (CIFAR, Fashion-MNIST): a random crop

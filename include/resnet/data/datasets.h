@@ -9,6 +9,7 @@
 
 #include <resnet/data/cifar.h>
 #include <resnet/data/idx.h>
+#include <resnet/detail/describe.h>
 #include <resnet/image.h>
 #include <resnet/transforms.h>
 
@@ -51,14 +52,7 @@ inline std::vector<std::string> split_names(const std::string& list) {
   return out;
 }
 
-inline std::string describe(const torch::Tensor& t) {
-  if (!t.defined()) {
-    return "an undefined tensor";
-  }
-  std::ostringstream out;
-  out << t.scalar_type() << " " << t.sizes();
-  return out.str();
-}
+using resnet::detail::describe;
 
 // Every target in [0, classes).
 inline void check_targets(
@@ -686,6 +680,13 @@ inline const std::vector<std::string>& dataset_kinds() {
   return kinds;
 }
 
+/// Whether a horizontal flip keeps an image of this kind in its class: not
+/// for digits and characters (MNIST, KMNIST, other IDX files), where a
+/// flipped image is another class or none.
+inline bool flips_keep_class(const std::string& kind) {
+  return kind != "mnist" && kind != "kmnist" && kind != "idx";
+}
+
 /// The dataset kind a folder holds and why.
 struct DatasetGuess {
   std::string kind;
@@ -750,6 +751,15 @@ struct TrainTest {
   std::string kind;
   /// Why `kind` was guessed; empty when it was given.
   std::string guess_reason;
+
+  /// "fashion-mnist: 60000 train, 10000 test, 1x28x28, 10 classes".
+  std::string describe() const {
+    std::ostringstream o;
+    o << kind << ": " << *train.size() << " train, " << *test.size()
+      << " test, " << train.channels() << "x" << train.height() << "x"
+      << train.width() << ", " << train.classes().size() << " classes";
+    return o.str();
+  }
 };
 
 /// Both splits of `dir`; kind "" guesses (guess_dataset). "folder":
@@ -825,12 +835,24 @@ inline std::pair<std::vector<double>, std::vector<double>> channel_statistics(
           images.scalar_type() == torch::kByte && images.numel() > 0,
       "resnet: channel_statistics expects uint8 images [N, C, H, W], got " +
           detail::describe(images));
+  // Exact integer sums of the pixels and their squares, a slice of images
+  // at a time, so that no copy of the whole split is made.
+  const int64_t n = images.size(0), slice = 1024;
+  const double count = static_cast<double>(images.numel() / images.size(1));
   std::vector<double> mean, std;
   for (int64_t c = 0; c < images.size(1); ++c) {
-    // In double: a float sum over millions of pixels loses digits.
-    const auto plane = images.select(1, c).to(torch::kDouble).div_(255);
-    mean.push_back(plane.mean().item<double>());
-    const double s = plane.std(/*unbiased=*/false).item<double>();
+    int64_t sum = 0, squares = 0;
+    for (int64_t i = 0; i < n; i += slice) {
+      const auto p = images.slice(0, i, std::min(n, i + slice))
+                         .select(1, c)
+                         .to(torch::kLong);
+      sum += p.sum().item<int64_t>();
+      squares += p.mul(p).sum().item<int64_t>();
+    }
+    const double m = static_cast<double>(sum) / count;
+    const double var = static_cast<double>(squares) / count - m * m;
+    const double s = std::sqrt(std::max(var, 0.0)) / 255;
+    mean.push_back(m / 255);
     std.push_back(s > 0 ? s : 1.0);
   }
   return {mean, std};

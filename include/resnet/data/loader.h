@@ -6,6 +6,8 @@
 // depends only on the seed, the epoch and the batch size. Independent of any
 // data set header. Not part of <resnet/resnet.h>.
 
+#include <resnet/detail/describe.h>
+
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 #include <torch/cuda.h>
@@ -149,6 +151,14 @@ struct LoaderOptions {
 ///     }
 class Loader {
  public:
+  /// A dataset's images and targets: any with `images()` and `targets()`,
+  /// such as the datasets of <resnet/data/datasets.h>.
+  template <
+      typename Dataset,
+      typename = decltype(std::declval<const Dataset&>().images())>
+  explicit Loader(const Dataset& dataset, LoaderOptions options = {})
+      : Loader(dataset.images(), dataset.targets(), std::move(options)) {}
+
   Loader(
       torch::Tensor images,
       torch::Tensor targets,
@@ -162,9 +172,7 @@ class Loader {
              images_.is_floating_point()),
         "resnet: Loader expects uint8 or floating-point images [N, C, H, W], "
         "got ",
-        images_.defined() ? images_.sizes() : c10::IntArrayRef{},
-        images_.defined() ? " " : " an undefined tensor",
-        images_.defined() ? c10::toString(images_.scalar_type()) : "");
+        resnet::detail::describe(images_));
     TORCH_CHECK(
         images_.size(0) >= 1,
         "resnet: Loader expects at least one example, got images ",
@@ -176,9 +184,7 @@ class Loader {
         "resnet: Loader expects int64 targets [",
         images_.size(0),
         "] (one per image), got ",
-        targets_.defined() ? targets_.sizes() : c10::IntArrayRef{},
-        targets_.defined() ? " " : " an undefined tensor",
-        targets_.defined() ? c10::toString(targets_.scalar_type()) : "");
+        resnet::detail::describe(targets_));
     TORCH_CHECK(
         images_.is_cpu() && targets_.is_cpu(),
         "resnet: Loader expects images and targets in CPU memory, got ",
