@@ -146,7 +146,7 @@ void build_model(Run& r) {
           .stem(stem));
   r.model->to(r.device);
   resnet::to_channels_last(*r.model); // faster on GPUs and oneDNN CPUs
-  r.optimizer = std::make_unique<torch::optim::SGD>(
+  r.optimizer = std::make_unique<resnet::ForeachSGD>(
       r.model->parameters(),
       torch::optim::SGDOptions(a.lr)
           .momentum(a.momentum)

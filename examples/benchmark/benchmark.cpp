@@ -262,7 +262,8 @@ int main(int argc, char** argv) try {
   resnet::InferenceResNet fused{nullptr};
   std::unique_ptr<resnet::CudaGraphRunner> graph;
   if (train) {
-    optimizer = std::make_unique<torch::optim::SGD>(
+    // Multi-tensor SGD, as Python's torch.optim.SGD uses on CUDA.
+    optimizer = std::make_unique<resnet::ForeachSGD>(
         model->parameters(),
         torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(1e-4));
     scaler = std::make_unique<resnet::GradScaler>(

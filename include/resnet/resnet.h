@@ -13,6 +13,7 @@
 #include <resnet/models.h>
 #include <resnet/network.h>
 #include <resnet/norm.h>
+#include <resnet/optim.h>
 #include <resnet/options.h>
 #include <resnet/precision.h>
 #include <resnet/safetensors.h>

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <limits>
@@ -133,7 +134,7 @@ struct LoaderOptions {
 };
 
 /// Batches of an in-memory data set, prepared ahead by worker threads: each
-/// batch is gathered (index_select) into pinned memory when the device is
+/// batch is gathered (copied row by row) into pinned memory when the device is
 /// CUDA, then copied with non_blocking=true to the device by next() on the
 /// caller's thread (and current stream). The batches of an epoch and their
 /// order depend only on the options' seed, epoch and batch size (and the
@@ -358,6 +359,32 @@ class Loader {
     return order.index_select(0, positions);
   }
 
+  /// The rows `indices` of `source` (contiguous, in CPU memory), pinned
+  /// for a CUDA device. Copied byte by byte rather than with index_select:
+  /// an ATen kernel large enough to run in parallel would start an OpenMP
+  /// team in each worker thread, whose threads then compete for the cores
+  /// with the training's own (on 2 cores, the trainer's ResNet-20 steps ran
+  /// at about 540 images/s with index_select and 690 with this).
+  torch::Tensor gather(
+      const torch::Tensor& source,
+      const torch::Tensor& indices) const {
+    auto sizes = source.sizes().vec();
+    sizes[0] = indices.numel();
+    auto out = torch::empty(sizes, source.options().pinned_memory(pin_));
+    const auto row = static_cast<size_t>(
+        source.numel() / source.size(0) * source.element_size());
+    const auto* from = static_cast<const char*>(source.data_ptr());
+    auto* to = static_cast<char*>(out.data_ptr());
+    const auto* index = indices.data_ptr<int64_t>();
+    for (int64_t i = 0; i < indices.numel(); ++i) {
+      std::memcpy(
+          to + static_cast<size_t>(i) * row,
+          from + static_cast<size_t>(index[i]) * row,
+          row);
+    }
+    return out;
+  }
+
   /// Batch k of `order` on the CPU, transformed.
   Batch prepare(const torch::Tensor& order, int64_t epoch, int64_t k) const {
     const int64_t b = options_.batch_size();
@@ -367,18 +394,8 @@ class Loader {
     batch.epoch = epoch;
     batch.index = k;
     batch.indices = order.slice(0, start, start + count).clone();
-    if (pin_) {
-      auto sizes = images_.sizes().vec();
-      sizes[0] = count;
-      batch.images = torch::empty(sizes, images_.options().pinned_memory(true));
-      torch::index_select_out(batch.images, images_, 0, batch.indices);
-      batch.targets =
-          torch::empty({count}, targets_.options().pinned_memory(true));
-      torch::index_select_out(batch.targets, targets_, 0, batch.indices);
-    } else {
-      batch.images = images_.index_select(0, batch.indices);
-      batch.targets = targets_.index_select(0, batch.indices);
-    }
+    batch.images = gather(images_, batch.indices);
+    batch.targets = gather(targets_, batch.indices);
     if (options_.transform()) {
       options_.transform()(batch);
       if (pin_) {
