@@ -363,8 +363,8 @@ class Loader {
   /// for a CUDA device. Copied byte by byte rather than with index_select:
   /// an ATen kernel large enough to run in parallel would start an OpenMP
   /// team in each worker thread, whose threads then compete for the cores
-  /// with the training's own (on 2 cores, the trainer's ResNet-20 steps ran
-  /// at about 540 images/s with index_select and 690 with this).
+  /// with the training's own (on 2 cores, the ResNet-20 trainer then ran
+  /// slower than when it prepared batches on its own thread).
   torch::Tensor gather(
       const torch::Tensor& source,
       const torch::Tensor& indices) const {
