@@ -229,9 +229,8 @@ int main(int argc, char** argv) try {
       !args.cuda_graph || device.is_cuda(),
       "resnet_benchmark: --cuda-graph needs --device cuda");
   const bool train = args.mode == "train";
-  const bool cifar = args.stem == "cifar" ||
-      (args.stem == "auto" &&
-       resnet::stem_for_image_size(args.size) == resnet::Stem::Cifar);
+  const auto stem = resnet::parse_stem(args.stem, args.size);
+  const bool cifar = stem == resnet::Stem::Cifar;
   const int64_t classes = args.classes ? args.classes : cifar ? 10 : 1000;
   const auto memory_format = args.channels_last
       ? torch::MemoryFormat::ChannelsLast
@@ -240,9 +239,7 @@ int main(int argc, char** argv) try {
   // --- model ------------------------------------------------------------
   torch::manual_seed(0);
   resnet::AnyResNet model = resnet::create(
-      args.arch,
-      resnet::ResNetOptions().num_classes(classes).stem(
-          cifar ? resnet::Stem::Cifar : resnet::Stem::ImageNet));
+      args.arch, resnet::ResNetOptions().num_classes(classes).stem(stem));
   model->to(device);
   if (args.channels_last) {
     resnet::to_channels_last(*model);
