@@ -82,6 +82,19 @@ std::vector<FuseCase> fuse_cases() {
 
 class FuseForInference : public ::testing::TestWithParam<FuseCase> {};
 
+// oneDNN's fused convolutions are registered in LibTorch 2.x builds with
+// oneDNN; 1.13 has none and falls back to the blocked layout.
+resnet::CpuKernels expected_layout() {
+  return AT_MKLDNN_ENABLED() ? resnet::CpuKernels::OneDnnLayout
+                             : resnet::CpuKernels::Aten;
+}
+
+resnet::CpuKernels expected_fused_kernels() {
+  return AT_MKLDNN_ENABLED() && TORCH_VERSION_MAJOR >= 2
+      ? resnet::CpuKernels::OneDnnFused
+      : expected_layout();
+}
+
 } // namespace
 
 TEST_P(FuseForInference, MatchesTheEvalModeNetwork) {
@@ -95,10 +108,14 @@ TEST_P(FuseForInference, MatchesTheEvalModeNetwork) {
   const auto expected = model->forward(x);
   const auto expected_features = model->forward_features(x);
 
-  for (bool mkldnn : {true, false}) {
-    SCOPED_TRACE(mkldnn ? "oneDNN layout" : "dense");
-    auto fused =
-        resnet::fuse_for_inference(model, resnet::FuseOptions().mkldnn(mkldnn));
+  for (const auto& [options, kernels] :
+       std::vector<std::pair<resnet::FuseOptions, resnet::CpuKernels>>{
+           {resnet::FuseOptions(), expected_fused_kernels()},
+           {resnet::FuseOptions().onednn_fused(false), expected_layout()},
+           {resnet::FuseOptions().mkldnn(false), resnet::CpuKernels::Aten}}) {
+    SCOPED_TRACE(resnet::to_string(kernels));
+    auto fused = resnet::fuse_for_inference(model, options);
+    EXPECT_EQ(fused->cpu_kernels(), kernels);
     EXPECT_FALSE(fused->is_training());
     const auto out = fused->forward(x);
     ASSERT_EQ(out.sizes(), expected.sizes());
@@ -123,6 +140,54 @@ INSTANTIATE_TEST_SUITE_P(
     FuseForInference,
     ::testing::ValuesIn(fuse_cases()),
     [](const auto& p) { return p.param.name; });
+
+TEST(Fused, OneDnnFusedKernelsAreFoundWhereLibTorchHasThem) {
+  EXPECT_EQ(
+      resnet::detail::OneDnnFused::available(),
+      expected_fused_kernels() == resnet::CpuKernels::OneDnnFused);
+  auto fused = resnet::fuse_for_inference(resnet::resnet18());
+  EXPECT_EQ(fused->cpu_kernels(), expected_fused_kernels());
+  EXPECT_STREQ(
+      resnet::to_string(resnet::CpuKernels::OneDnnFused), "onednn-fused");
+  if (!resnet::detail::OneDnnFused::available()) {
+    EXPECT_TRUE(contains(
+        error_of([&] { fused->conv1->use_onednn_fused(true); }),
+        "lacks oneDNN's fused convolution operators"));
+  }
+}
+
+TEST(Fused, NewInputSizesRepackAndBlockInputsAreKept) {
+  torch::manual_seed(2);
+  auto model = resnet::resnet18(ResNetOptions().num_classes(10));
+  randomize_norms(*model);
+  model->eval();
+  auto fused = resnet::fuse_for_inference(model);
+  torch::NoGradGuard no_grad;
+  // Weights prepacked for one input size still give the right answer for
+  // another, and for the first again.
+  for (const auto& sizes : std::vector<std::vector<int64_t>>{
+           {2, 3, 64, 64}, {1, 3, 96, 80}, {2, 3, 64, 64}}) {
+    const auto x = torch::randn(sizes);
+    EXPECT_LE(relative_error(fused->forward(x), model->forward(x)), 1e-5)
+        << torch::IntArrayRef(sizes);
+  }
+  // A block with an identity shortcut leaves its input as it was: the
+  // fused addition writes only into tensors the block made.
+  auto block = fused->stages[0]->ptr<resnet::FusedBlockImpl>(1);
+  ASSERT_TRUE(block->downsample.is_empty());
+  const auto input = torch::randn({1, 64, 16, 16})
+                         .relu()
+                         .contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto copy = input.clone();
+  const auto out = block->forward(input);
+  EXPECT_TRUE(torch::equal(input, copy));
+  EXPECT_FALSE(torch::equal(out, copy));
+  // A non-contiguous NCHW input runs too.
+  const auto wide = torch::randn({2, 3, 64, 128});
+  const auto strided = wide.slice(3, 0, 128, 2);
+  EXPECT_LE(
+      relative_error(fused->forward(strided), model->forward(strided)), 1e-5);
+}
 
 TEST(Fused, StateNamesFollowTheSourceNetwork) {
   auto model = resnet::resnet50();

@@ -56,6 +56,8 @@ const char* kUsage = R"(usage: resnet_benchmark [options]
   --dtype T          fp32, bf16 or fp16 (default fp32; fp16 needs cuda)
   --channels-last    network and input in channels_last memory format
   --fuse             fold batch norms into convolutions (inference)
+  --cpu-kernels K    with --fuse on the CPU: onednn-fused, onednn-layout or
+                     aten (default: onednn-fused where LibTorch has it)
   --cuda-graph       capture one iteration as a CUDA graph, replay it (inference)
   --stem S           auto, imagenet or cifar (default auto: cifar up to 64x64)
   --classes N        classifier outputs (default 1000, 10 with the cifar stem)
@@ -76,6 +78,7 @@ struct Args {
   std::string dtype = "fp32";
   bool channels_last = false;
   bool fuse = false;
+  std::string cpu_kernels;
   bool cuda_graph = false;
   bool cache_memory = false;
   std::string stem = "auto";
@@ -137,6 +140,8 @@ Args parse_args(int argc, char** argv) {
       a.channels_last = true;
     } else if (flag == "--fuse") {
       a.fuse = true;
+    } else if (flag == "--cpu-kernels") {
+      a.cpu_kernels = value();
     } else if (flag == "--cuda-graph") {
       a.cuda_graph = true;
     } else if (flag == "--cache-memory") {
@@ -171,6 +176,15 @@ Args parse_args(int argc, char** argv) {
   }
   if (a.stem != "auto" && a.stem != "imagenet" && a.stem != "cifar") {
     usage("--stem expects auto, imagenet or cifar, got '" + a.stem + "'");
+  }
+  if (!a.cpu_kernels.empty() && a.cpu_kernels != "onednn-fused" &&
+      a.cpu_kernels != "onednn-layout" && a.cpu_kernels != "aten") {
+    usage(
+        "--cpu-kernels expects onednn-fused, onednn-layout or aten, got '" +
+        a.cpu_kernels + "'");
+  }
+  if (!a.cpu_kernels.empty() && !a.fuse) {
+    usage("--cpu-kernels applies to --fuse");
   }
   if (a.mode == "train" && (a.fuse || a.cuda_graph)) {
     usage("--fuse and --cuda-graph are for --mode infer");
@@ -284,7 +298,11 @@ int main(int argc, char** argv) try {
   } else {
     std::function<torch::Tensor(const torch::Tensor&)> forward;
     if (args.fuse) {
-      fused = resnet::fuse_for_inference(*model);
+      fused = resnet::fuse_for_inference(
+          *model,
+          resnet::FuseOptions()
+              .mkldnn(args.cpu_kernels != "aten")
+              .onednn_fused(args.cpu_kernels != "onednn-layout"));
       forward = [&](const torch::Tensor& x) { return fused->forward(x); };
     } else {
       forward = [&](const torch::Tensor& x) { return model->forward(x); };
@@ -333,6 +351,11 @@ int main(int argc, char** argv) try {
   const double peak_mib = peak_memory_mib(device);
 
   // --- report -----------------------------------------------------------
+  // The kernels a fused network ran on the CPU; empty otherwise.
+  const std::string kernels =
+      args.fuse && device.is_cpu() && dtype == torch::kFloat32
+      ? resnet::to_string(fused->cpu_kernels())
+      : "";
   std::ostringstream out;
   out << std::fixed;
   if (args.json) {
@@ -344,7 +367,8 @@ int main(int argc, char** argv) try {
         << (cifar ? "cifar" : "imagenet") << "\", \"device\": \""
         << device.str() << "\", \"dtype\": \"" << args.dtype
         << "\", \"channels_last\": " << flag(args.channels_last)
-        << ", \"fuse\": " << flag(args.fuse)
+        << ", \"fuse\": " << flag(args.fuse) << ", \"cpu_kernels\": \""
+        << kernels << "\""
         << ", \"cuda_graph\": " << flag(args.cuda_graph)
         << ", \"cache_memory\": " << flag(args.cache_memory)
         << ", \"threads\": " << torch::get_num_threads()
@@ -356,9 +380,10 @@ int main(int argc, char** argv) try {
     out << std::setprecision(2) << args.arch << " " << args.mode << ", batch "
         << args.batch << ", " << args.size << "x" << args.size << ", " << device
         << " " << args.dtype << (args.channels_last ? " channels_last" : "")
-        << (args.fuse ? " fused" : "") << (args.cuda_graph ? " cuda-graph" : "")
-        << ", " << torch::get_num_threads() << " threads, LibTorch "
-        << TORCH_VERSION << "\n"
+        << (args.fuse ? " fused (" + kernels + ")" : "")
+        << (args.cuda_graph ? " cuda-graph" : "") << ", "
+        << torch::get_num_threads() << " threads, LibTorch " << TORCH_VERSION
+        << "\n"
         << "  " << img_per_s << " images/s\n"
         << "  " << ms_median << " ms per iteration (median of " << args.iters
         << "; min " << ms_min << ", max " << ms_max << ")\n"

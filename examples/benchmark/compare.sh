@@ -2,17 +2,19 @@
 # Runs resnet_benchmark (C++) and torchvision_bench.py (Python) on the same
 # workloads, alternating between them, and prints a table of images/s and the
 # C++/Python ratio (medians over the rounds). On the CPU the C++ side runs
-# twice: as is, and with --cache-memory (the library's CPU memory cache).
+# twice: as is, and with --cache-memory (the library's CPU memory cache), and
+# the fused rows also run ONNX Runtime (onnxruntime_bench.py) where the Python
+# has the onnxruntime and onnx packages.
 #
 #   examples/benchmark/compare.sh [--cxx PATH] [--python PATH] [--rounds 3]
 #                                 [--threads 2] [--device cpu] [--out FILE]
-#                                 [--rows cpu|gpu|quick]
+#                                 [--rows cpu|fused|gpu|quick]
 #
 # --cxx      resnet_benchmark to run (default build/debian/examples/resnet_benchmark)
 # --python   Python with the torch that LibTorch came from (default /usr/bin/python3:
 #            Debian's; use the virtual environment's python for a pip wheel)
-# --rows     cpu: the README's table; gpu: the ResNet-50 rows for a GPU;
-#            quick: two small rows (for a smoke test)
+# --rows     cpu: the README's table; fused: its fused rows alone; gpu: the
+#            ResNet-50 rows for a GPU; quick: two small rows (for a smoke test)
 # --out      also write every measurement as JSON lines to FILE
 set -euo pipefail
 
@@ -33,13 +35,21 @@ while [ $# -gt 0 ]; do
     --device) device=$2; shift 2 ;;
     --rows) rows=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
 [ -x "$cxx" ] || { echo "compare.sh: no resnet_benchmark at $cxx (build it, or pass --cxx)" >&2; exit 2; }
 
 # One workload per line: the flags both programs take.
+fused_rows=(
+  "--arch resnet18 --batch 1 --iters 20 --fuse"
+  "--arch resnet18 --batch 8 --iters 10 --fuse"
+  "--arch resnet18 --batch 32 --iters 5 --fuse"
+  "--arch resnet50 --batch 1 --iters 10 --fuse"
+  "--arch resnet50 --batch 8 --iters 5 --fuse"
+  "--arch resnet50 --batch 32 --iters 3 --fuse"
+)
 case "$rows" in
   cpu)
     workloads=(
@@ -49,14 +59,10 @@ case "$rows" in
       "--arch resnet50 --batch 1 --iters 10"
       "--arch resnet50 --batch 8 --iters 5"
       "--arch resnet50 --batch 32 --iters 3"
-      "--arch resnet18 --batch 1 --iters 20 --fuse"
-      "--arch resnet18 --batch 8 --iters 10 --fuse"
-      "--arch resnet18 --batch 32 --iters 5 --fuse"
-      "--arch resnet50 --batch 1 --iters 10 --fuse"
-      "--arch resnet50 --batch 8 --iters 5 --fuse"
-      "--arch resnet50 --batch 32 --iters 3 --fuse"
+      "${fused_rows[@]}"
       "--arch resnet18 --stem cifar --size 32 --batch 32 --mode train --iters 5"
     ) ;;
+  fused) workloads=("${fused_rows[@]}") ;;
   gpu)
     workloads=(
       "--arch resnet50 --batch 256 --mode train --dtype bf16 --channels-last --iters 30 --warmup 10"
@@ -70,8 +76,16 @@ case "$rows" in
       "--arch resnet18 --size 64 --batch 2 --iters 2 --warmup 1"
       "--arch resnet18 --size 64 --batch 2 --iters 2 --warmup 1 --fuse"
     ) ;;
-  *) echo "compare.sh: --rows expects cpu, gpu or quick" >&2; exit 2 ;;
+  *) echo "compare.sh: --rows expects cpu, fused, gpu or quick" >&2; exit 2 ;;
 esac
+
+onnxruntime=false
+if [ "$device" = cpu ] && "$python" -c "import onnxruntime, onnx" 2>/dev/null; then
+  onnxruntime=true
+elif [ "$device" = cpu ]; then
+  echo "compare.sh: no onnxruntime in $python: the table has no ONNX Runtime column" \
+    "(pip install onnxruntime onnx)" >&2
+fi
 
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
@@ -87,6 +101,11 @@ for ((round = 1; round <= rounds; round++)); do
     # shellcheck disable=SC2086
     "$python" "$here/torchvision_bench.py" $w --device "$device" \
       --threads "$threads" --json >>"$results" 2> >(grep -v -i warn >&2)
+    if $onnxruntime && [[ " $w " == *" --fuse "* ]]; then
+      # shellcheck disable=SC2086
+      "$python" "$here/onnxruntime_bench.py" $w --threads "$threads" --json \
+        >>"$results"
+    fi
   done
   echo "round $round of $rounds done" >&2
 done
@@ -99,6 +118,7 @@ runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 key = lambda r: (r["arch"], r["mode"], r["batch"], r["size"], r["dtype"],
                  r["channels_last"], r["fuse"], r["cuda_graph"])
 side = lambda r: "cache" if r.get("cache_memory") else r["impl"]
+ort = any(r["impl"] == "onnxruntime" for r in runs)
 rows = {}
 for r in runs:
     rows.setdefault(key(r), {}).setdefault(side(r), []).append(r)
@@ -110,8 +130,9 @@ print(f"LibTorch {first['torch']} (C++) vs torch {py['torch']} (Python), "
       f"median img/s of {len(rows[key(first)]['python'])} alternating rounds\n")
 if cache:
     print("| workload | C++ img/s | C++ with memory cache | Python img/s "
-          "| C++ / Python | with cache / Python |")
-    print("|---|---:|---:|---:|---:|---:|")
+          "| C++ / Python | with cache / Python |"
+          + (" ONNX Runtime img/s | with cache / ONNX Runtime |" if ort else ""))
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if ort else ""))
 else:
     print("| workload | C++ img/s | Python img/s | C++ / Python |")
     print("|---|---:|---:|---:|")
@@ -132,7 +153,13 @@ for k, by in rows.items():
     c, p = med("c++"), med("python")
     if cache:
         cc = med("cache")
-        print(f"| {what} | {c:.1f} | {cc:.1f} | {p:.1f} | {c / p:.2f} | {cc / p:.2f} |")
+        extra = ""
+        if ort and "onnxruntime" in by:
+            o = med("onnxruntime")
+            extra = f" {o:.1f} | {cc / o:.2f} |"
+        elif ort:
+            extra = " | |"
+        print(f"| {what} | {c:.1f} | {cc:.1f} | {p:.1f} | {c / p:.2f} | {cc / p:.2f} |{extra}")
     else:
         print(f"| {what} | {c:.1f} | {p:.1f} | {c / p:.2f} |")
 EOF

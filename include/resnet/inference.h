@@ -1,9 +1,12 @@
 #pragma once
 
 // Faster inference: a copy of a network with every batch norm folded into the
-// convolution before it (`fuse_for_inference`), run in oneDNN's blocked
-// layout with prepacked weights on the CPU.
+// convolution before it (`fuse_for_inference`). On the CPU it runs with
+// oneDNN and weights prepacked once: each convolution with its ReLU and
+// residual addition in one call where LibTorch has the fused operators
+// (2.x), in oneDNN's blocked layout otherwise.
 
+#include <resnet/detail/onednn_fused.h>
 #include <resnet/network.h>
 
 #include <ATen/Config.h>
@@ -27,12 +30,44 @@ namespace resnet {
 
 /// Options of `fuse_for_inference`.
 struct FuseOptions {
-  /// On the CPU in float32, run the network in oneDNN's blocked layout with
-  /// weights reordered for it once (what `torch.jit.optimize_for_inference`
-  /// does). Has no effect where LibTorch lacks oneDNN, on other devices or
-  /// dtypes; `false` runs dense tensors everywhere.
+  /// On the CPU in float32, run the network with oneDNN and weights reordered
+  /// for it once: `onednn_fused` decides how. Has no effect where LibTorch
+  /// lacks oneDNN, on other devices or dtypes; `false` runs ATen's dense
+  /// kernels everywhere.
   TORCH_ARG(bool, mkldnn) = true;
+  /// Where LibTorch registers oneDNN's fused convolutions (2.x): each
+  /// convolution with its bias, ReLU and residual addition is one oneDNN
+  /// call on channels-last tensors. Otherwise, or when `false`, tensors stay
+  /// in oneDNN's blocked layout and ReLU and addition are separate calls
+  /// (what `torch.jit.optimize_for_inference` does).
+  TORCH_ARG(bool, onednn_fused) = true;
 };
+
+/// How a fused network runs float32 inputs on the CPU.
+enum class CpuKernels {
+  /// ATen's dense convolutions, with ReLU and addition separate.
+  Aten,
+  /// oneDNN convolutions on tensors in oneDNN's blocked layout.
+  OneDnnLayout,
+  /// oneDNN convolutions with bias, ReLU and addition fused into each call,
+  /// on dense channels-last tensors.
+  OneDnnFused,
+};
+
+/// "aten", "onednn-layout" or "onednn-fused".
+inline const char* to_string(CpuKernels kernels) {
+  switch (kernels) {
+    case CpuKernels::Aten:
+      return "aten";
+    case CpuKernels::OneDnnLayout:
+      return "onednn-layout";
+    case CpuKernels::OneDnnFused:
+      return "onednn-fused";
+  }
+  return "?";
+}
+
+using detail::PostOp;
 
 /// A convolution with a batch norm folded into its weight and bias. Its state
 /// is two buffers, `weight` and `bias`; nothing is trained.
@@ -47,10 +82,7 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
       std::vector<int64_t> padding,
       std::vector<int64_t> dilation,
       int64_t groups)
-      : stride_(std::move(stride)),
-        padding_(std::move(padding)),
-        dilation_(std::move(dilation)),
-        groups_(groups),
+      : geometry_{std::move(stride), std::move(padding), std::move(dilation), groups},
         initial_weight_(std::move(folded_weight)),
         initial_bias_(std::move(folded_bias)) {
     TORCH_CHECK(
@@ -62,8 +94,8 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
         " and ",
         initial_bias_.sizes());
     TORCH_CHECK(
-        stride_.size() == 2 && padding_.size() == 2 && dilation_.size() == 2 &&
-            groups_ >= 1,
+        geometry_.stride.size() == 2 && geometry_.padding.size() == 2 &&
+            geometry_.dilation.size() == 2 && geometry_.groups >= 1,
         "resnet: FusedConv2d expects 2 strides, paddings and dilations and "
         "groups >= 1");
     reset();
@@ -75,61 +107,150 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
     packed_ = {};
   }
 
-  torch::Tensor forward(const torch::Tensor& x) {
+  /// The convolution, then `post` (adding `other`, the block's shortcut, for
+  /// `PostOp::AddRelu`; with `overwrite_other`, the result may be written
+  /// into it). Runs in oneDNN's layout for oneDNN inputs, as one fused
+  /// oneDNN call for dense float32 CPU inputs once `use_onednn_fused(true)`,
+  /// and with ATen's kernels otherwise.
+  torch::Tensor forward(
+      const torch::Tensor& x,
+      PostOp post = PostOp::None,
+      const torch::Tensor& other = {},
+      bool overwrite_other = false) {
+    TORCH_CHECK(
+        (post == PostOp::AddRelu) == other.defined(),
+        "resnet: FusedConv2d takes a tensor to add exactly for PostOp::AddRelu");
+    if (onednn_fused_ && x.is_cpu() && !x.is_mkldnn() &&
+        x.scalar_type() == torch::kFloat32 &&
+        weight.scalar_type() == torch::kFloat32 &&
+        !(torch::GradMode::is_enabled() && x.requires_grad())) {
+      const auto input = x.contiguous(torch::MemoryFormat::ChannelsLast);
+      prepack_fused(input.sizes().vec());
+      return detail::OneDnnFused::run(
+          input,
+          packed_.weight,
+          bias,
+          geometry_,
+          post,
+          post == PostOp::AddRelu
+              ? other.contiguous(torch::MemoryFormat::ChannelsLast)
+              : torch::Tensor(),
+          overwrite_other);
+    }
+    torch::Tensor y;
     if (x.is_mkldnn()) {
-      prepack();
-      return at::mkldnn_convolution(
+      prepack_layout();
+      y = at::mkldnn_convolution(
           x,
           packed_.weight,
           packed_.bias,
-          padding_,
-          stride_,
-          dilation_,
-          groups_);
+          geometry_.padding,
+          geometry_.stride,
+          geometry_.dilation,
+          geometry_.groups);
+    } else {
+      y = torch::conv2d(
+          x,
+          weight,
+          bias,
+          geometry_.stride,
+          geometry_.padding,
+          geometry_.dilation,
+          geometry_.groups);
     }
-    return torch::conv2d(
-        x, weight, bias, stride_, padding_, dilation_, groups_);
+    if (post == PostOp::AddRelu) {
+      y.add_(other);
+    }
+    if (post != PostOp::None) {
+      y.relu_();
+    }
+    return y;
+  }
+
+  /// Whether dense float32 CPU inputs run as one fused oneDNN call; refused
+  /// where LibTorch lacks the operators (`OneDnnFused::available()`).
+  void use_onednn_fused(bool on) {
+    TORCH_CHECK(
+        !on || detail::OneDnnFused::available(),
+        "resnet: this LibTorch lacks oneDNN's fused convolution operators");
+    onednn_fused_ = on;
+  }
+
+  bool uses_onednn_fused() const {
+    return onednn_fused_;
   }
 
   void pretty_print(std::ostream& stream) const override {
-    stream << "resnet::FusedConv2d(" << weight.size(1) * groups_ << ", "
-           << weight.size(0) << ", kernel_size=" << weight.size(2) << "x"
-           << weight.size(3) << ", stride=" << stride_[0] << ")";
+    stream << "resnet::FusedConv2d(" << weight.size(1) * geometry_.groups
+           << ", " << weight.size(0) << ", kernel_size=" << weight.size(2)
+           << "x" << weight.size(3) << ", stride=" << geometry_.stride[0]
+           << ")";
   }
 
   torch::Tensor weight;
   torch::Tensor bias;
 
  private:
-  // The weight reordered for oneDNN, made on first use and again whenever
-  // the dense weight has been replaced (e.g. by `to()`).
-  void prepack() {
-    if (packed_.source.defined() && packed_.source.is_same(weight) &&
-        packed_.version == weight._version()) {
+  // Whether `packed_` was made from the current `weight` for `kind` and
+  // `sizes`. Made on first use and again whenever the dense weight has been
+  // replaced (e.g. by `to()`) or changed in place.
+  bool packed_for(int kind, const std::vector<int64_t>& sizes) const {
+    return packed_.kind == kind && packed_.source.defined() &&
+        packed_.source.is_same(weight) &&
+        packed_.version == weight._version() && packed_.input_sizes == sizes;
+  }
+
+  void remember_source(int kind, std::vector<int64_t> sizes) {
+    packed_.kind = kind;
+    packed_.source = weight;
+    packed_.version = weight._version();
+    packed_.input_sizes = std::move(sizes);
+  }
+
+  // For oneDNN's blocked layout.
+  void prepack_layout() {
+    if (packed_for(kLayout, {})) {
       return;
     }
 #if AT_MKLDNN_ENABLED()
     packed_.weight = at::mkldnn_reorder_conv2d_weight(
-        weight.to_mkldnn(), padding_, stride_, dilation_, groups_);
+        weight.to_mkldnn(),
+        geometry_.padding,
+        geometry_.stride,
+        geometry_.dilation,
+        geometry_.groups);
     packed_.bias = bias.to_mkldnn();
-    packed_.source = weight;
-    packed_.version = weight._version();
+    remember_source(kLayout, {});
 #else
     TORCH_CHECK(false, "resnet: this LibTorch was built without oneDNN");
 #endif
   }
 
+  // For the fused operators, which pick the weight's layout by input size.
+  void prepack_fused(std::vector<int64_t> input_sizes) {
+    if (packed_for(kFused, input_sizes)) {
+      return;
+    }
+    packed_.weight =
+        detail::OneDnnFused::prepack(weight, geometry_, input_sizes);
+    packed_.bias = torch::Tensor();
+    remember_source(kFused, std::move(input_sizes));
+  }
+
+  static constexpr int kLayout = 1;
+  static constexpr int kFused = 2;
+
   struct Packed {
+    int kind = 0;
     torch::Tensor source;
     int64_t version = -1;
+    std::vector<int64_t> input_sizes;
     torch::Tensor weight;
     torch::Tensor bias;
   };
 
-  std::vector<int64_t> stride_;
-  std::vector<int64_t> padding_;
-  std::vector<int64_t> dilation_;
-  int64_t groups_;
+  detail::ConvGeometry geometry_;
+  bool onednn_fused_ = false;
   torch::Tensor initial_weight_;
   torch::Tensor initial_bias_;
   Packed packed_;
@@ -169,13 +290,14 @@ class FusedBlockImpl : public torch::nn::Cloneable<FusedBlockImpl> {
   torch::Tensor forward(const torch::Tensor& x) {
     auto out = x;
     for (size_t i = 0; i + 1 < convs.size(); ++i) {
-      out = convs[i](out);
-      out.relu_();
+      out = convs[i]->forward(out, PostOp::Relu);
     }
-    out = convs.back()(out);
-    out.add_(identity(x, out.size(1)));
-    out.relu_();
-    return out;
+    auto& last = *convs.back();
+    // A shortcut made here is overwritten with the block's output; the
+    // block's input (an identity shortcut) is left alone.
+    const bool fresh = !downsample.is_empty() || zero_pad_stride_ != 0;
+    return last.forward(
+        out, PostOp::AddRelu, identity(x, last.weight.size(0)), fresh);
   }
 
   void pretty_print(std::ostream& stream) const override {
@@ -224,8 +346,8 @@ class InferenceResNetImpl : public torch::nn::Module {
     int64_t total_stride = 1;
     /// Whether the stem ends with a 3x3, stride-2 max pooling.
     bool max_pool = false;
-    /// Whether float32 CPU inputs run in oneDNN's blocked layout.
-    bool mkldnn = false;
+    /// How float32 CPU inputs run.
+    CpuKernels cpu_kernels = CpuKernels::Aten;
   };
 
   /// Assembles the network from folded parts; `fc` may be empty.
@@ -236,8 +358,12 @@ class InferenceResNetImpl : public torch::nn::Module {
       Layout layout)
       : layout_(layout) {
 #if !AT_MKLDNN_ENABLED()
-    layout_.mkldnn = false;
+    layout_.cpu_kernels = CpuKernels::Aten;
 #endif
+    if (layout_.cpu_kernels == CpuKernels::OneDnnFused &&
+        !detail::OneDnnFused::available()) {
+      layout_.cpu_kernels = CpuKernels::OneDnnLayout;
+    }
     conv1 = register_module("conv1", std::move(stem));
     for (size_t i = 0; i < layers.size(); ++i) {
       stages.push_back(
@@ -245,6 +371,11 @@ class InferenceResNetImpl : public torch::nn::Module {
     }
     if (!classifier.is_empty()) {
       fc = register_module("fc", std::move(classifier));
+    }
+    for (auto& module : modules(/*include_self=*/false)) {
+      if (auto* conv = module->as<FusedConv2dImpl>()) {
+        conv->use_onednn_fused(layout_.cpu_kernels == CpuKernels::OneDnnFused);
+      }
     }
     torch::nn::Module::train(false);
   }
@@ -272,14 +403,19 @@ class InferenceResNetImpl : public torch::nn::Module {
     torch::nn::Module::train(false);
   }
 
-  /// Whether a float32 CPU input runs in oneDNN's blocked layout.
+  /// Whether a float32 CPU input runs with oneDNN (in either way).
   bool uses_mkldnn() const {
-    return layout_.mkldnn;
+    return layout_.cpu_kernels != CpuKernels::Aten;
+  }
+
+  /// How a float32 CPU input runs.
+  CpuKernels cpu_kernels() const {
+    return layout_.cpu_kernels;
   }
 
   void pretty_print(std::ostream& stream) const override {
     stream << "resnet::InferenceResNet(stages=" << stages.size()
-           << ", mkldnn=" << (layout_.mkldnn ? "true" : "false") << ")";
+           << ", cpu_kernels=" << to_string(layout_.cpu_kernels) << ")";
   }
 
   FusedConv2d conv1{nullptr};
@@ -302,10 +438,15 @@ class InferenceResNetImpl : public torch::nn::Module {
         conv1->weight.scalar_type(),
         " on ",
         conv1->weight.device());
-    const bool mkldnn = layout_.mkldnn && x.is_cpu() &&
-        x.scalar_type() == torch::kFloat32 && !x.requires_grad();
-    auto out = conv1(mkldnn ? x.contiguous().to_mkldnn() : x);
-    out.relu_();
+    const bool cpu_float = x.is_cpu() && x.scalar_type() == torch::kFloat32 &&
+        !(torch::GradMode::is_enabled() && x.requires_grad());
+    auto input = x;
+    if (cpu_float && layout_.cpu_kernels == CpuKernels::OneDnnLayout) {
+      input = x.contiguous().to_mkldnn();
+    } else if (cpu_float && layout_.cpu_kernels == CpuKernels::OneDnnFused) {
+      input = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    }
+    auto out = conv1->forward(input, PostOp::Relu);
     if (layout_.max_pool) {
       out = torch::max_pool2d(out, {3, 3}, {2, 2}, {1, 1});
     }
@@ -570,7 +711,9 @@ inline InferenceResNet fuse_for_inference(
   layout.in_channels = model.options().in_channels();
   layout.total_stride = model.total_stride();
   layout.max_pool = detail::find_child(model, "maxpool") != nullptr;
-  layout.mkldnn = options.mkldnn();
+  layout.cpu_kernels = !options.mkldnn() ? CpuKernels::Aten
+      : options.onednn_fused()           ? CpuKernels::OneDnnFused
+                                         : CpuKernels::OneDnnLayout;
   return InferenceResNet(
       std::move(stem), std::move(stages), std::move(classifier), layout);
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """End-to-end test of examples/benchmark: resnet_benchmark, its Python
-counterpart torchvision_bench.py, and compare.sh.
+counterpart torchvision_bench.py, onnxruntime_bench.py and compare.sh.
 
     check_benchmark.py --benchmark build/examples/resnet_benchmark --python python3
 
@@ -78,6 +78,31 @@ def main():
             check(same and c["impl"] == "c++" and p_["impl"] == "python",
                   f"{' '.join(w)}: both describe the same workload")
 
+    # --fuse reports the CPU kernels it ran, and --cpu-kernels picks them.
+    for kernels in ["onednn-layout", "aten"]:
+        out = measure(cxx, small + ["--arch", "resnet18", "--fuse", "--cpu-kernels", kernels])
+        check(out is not None and out.get("cpu_kernels") == kernels,
+              f"--cpu-kernels {kernels} runs and is reported")
+    fused = measure(cxx, small + ["--arch", "resnet18", "--fuse"])
+    check(fused is not None and fused.get("cpu_kernels") in ("onednn-fused", "onednn-layout"),
+          "--fuse on the CPU runs oneDNN by default")
+
+    # ONNX Runtime, where this Python has it: the same workload, the same
+    # fields, and outputs equal to torchvision's.
+    has_ort = run([a.python, "-c", "import onnxruntime, onnx"]).returncode == 0
+    if has_ort:
+        o = measure([a.python, os.path.join(BENCH_DIR, "onnxruntime_bench.py")],
+                    small + ["--arch", "resnet18", "--fuse"])
+        check(o is not None and o["impl"] == "onnxruntime" and o["relative_error"] < 1e-4
+              and o["batch"] == 2 and o["threads"] == 1,
+              "onnxruntime_bench.py: the workload, matching torchvision")
+        r = run([a.python, os.path.join(BENCH_DIR, "onnxruntime_bench.py")] + small
+                + ["--arch", "resnet18", "--mode", "train"])
+        check(r.returncode != 0 and "float32 inference on the CPU only" in r.stderr,
+              "onnxruntime_bench.py refuses training")
+    else:
+        print(f"note: no onnxruntime in {a.python}; its rows are not checked")
+
     text = run(cxx + small + ["--arch", "resnet18"])
     check(text.returncode == 0 and "images/s" in text.stdout and "ms per iteration" in text.stdout,
           "text report names images/s and ms per iteration")
@@ -91,6 +116,8 @@ def main():
         (["--cuda-graph"], 1, "--cuda-graph needs --device cuda"),
         (["--dtype", "fp16"], 1, "fp16 needs --device cuda"),
         (["--frobnicate"], 2, "unknown argument '--frobnicate'"),
+        (["--fuse", "--cpu-kernels", "mlas"], 2, "--cpu-kernels expects onednn-fused"),
+        (["--cpu-kernels", "aten"], 2, "--cpu-kernels applies to --fuse"),
     ]
     for flags, code, message in bad:
         r = run(cxx + small + flags)
@@ -102,8 +129,13 @@ def main():
              "--python", a.python, "--rows", "quick", "--rounds", "1", "--threads", "1"])
     rows = [l for l in r.stdout.splitlines() if l.startswith("| resnet18")]
     check(r.returncode == 0 and len(rows) == 2, f"compare.sh: two table rows ({r.stderr[-300:]})")
-    check(all(len(re.findall(r"\| \d+\.\d\d ", l)) == 2 for l in rows),
+    check(all(len(re.findall(r"\| \d+\.\d\d ", l)) == 2 for l in rows if "fused" not in l),
           "compare.sh: two ratios per row (as is, with the memory cache)")
+    fused_rows = [l for l in rows if "fused" in l]
+    ratios = 3 if has_ort else 2
+    check(len(fused_rows) == 1 and len(re.findall(r"\| \d+\.\d\d ", fused_rows[0])) == ratios,
+          f"compare.sh: {ratios} ratios in the fused row"
+          + (" (ONNX Runtime too)" if has_ort else ""))
 
     finish("benchmark")
 

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""The inference workload of resnet_benchmark, run with ONNX Runtime.
+
+    python3 onnxruntime_bench.py --arch resnet50 --batch 8 [--threads 2] [--json]
+
+The network is torchvision's (built as torchvision_bench.py builds it), in
+eval mode, exported to ONNX in memory and run by ONNX Runtime's CPU provider
+with all graph optimizations (ONNX Runtime folds batch norms and fuses
+convolutions with their activations itself). Takes torchvision_bench.py's
+flags; only float32 inference on the CPU applies. Same JSON fields, with
+"impl": "onnxruntime". Needs the onnxruntime and onnx packages.
+"""
+
+import io
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torchvision_bench  # noqa: E402
+
+
+def main():
+    sys.argv[0] = "onnxruntime_bench.py"
+    a = torchvision_bench.parse_args()
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        sys.exit("onnxruntime_bench: no onnxruntime here "
+                 "(pip install onnxruntime onnx into this Python)")
+    if a.mode != "infer" or a.dtype != "fp32" or a.cuda_graph or \
+            a.channels_last or a.device not in ("", "cpu"):
+        sys.exit("onnxruntime_bench: runs float32 inference on the CPU only "
+                 "(--mode infer --dtype fp32, no --channels-last or --cuda-graph)")
+    threads = a.threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count()
+    torch.set_num_threads(threads)
+    cifar = a.stem == "cifar" or (a.stem == "auto" and a.size <= 64)
+    classes = a.classes or (10 if cifar else 1000)
+
+    torch.manual_seed(0)
+    model = torchvision_bench.build_model(a.arch, classes, cifar).eval()
+    images = torch.randn(a.batch, 3, a.size, a.size)
+    onnx_model = io.BytesIO()
+    export = {"input_names": ["images"], "output_names": ["logits"]}
+    if "dynamo" in torch.onnx.export.__code__.co_varnames:
+        export["dynamo"] = False  # the TorchScript exporter: no onnxscript needed
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notice
+        expected = model(images)
+        torch.onnx.export(model, images, onnx_model, **export)
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(
+        onnx_model.getvalue(), options, providers=["CPUExecutionProvider"])
+    feed = {"images": images.numpy()}
+    out = torch.from_numpy(session.run(None, feed)[0])
+    error = ((out - expected).norm() / expected.norm()).item()
+    if error > 1e-4:
+        sys.exit(f"onnxruntime_bench: ONNX Runtime differs from torchvision by "
+                 f"{error:.2g} (relative)")
+
+    for _ in range(a.warmup):
+        session.run(None, feed)
+    ms = []
+    for _ in range(a.iters):
+        start = time.perf_counter()
+        session.run(None, feed)
+        ms.append((time.perf_counter() - start) * 1000)
+    ms_median = statistics.median(ms)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "impl": "onnxruntime", "torch": torch.__version__.split("+")[0],
+        "onnxruntime": ort.__version__, "arch": a.arch, "mode": a.mode,
+        "batch": a.batch, "size": a.size, "stem": "cifar" if cifar else "imagenet",
+        "device": "cpu", "dtype": a.dtype, "channels_last": False, "fuse": a.fuse,
+        "cuda_graph": False, "cache_memory": False, "threads": threads,
+        "iters": a.iters, "img_per_s": 1000 * a.batch / ms_median,
+        "ms_median": ms_median, "ms_min": min(ms), "ms_max": max(ms),
+        "peak_memory_mib": peak, "relative_error": error,
+    }
+    if a.json:
+        print(json.dumps(result))
+    else:
+        print(f"{a.arch} infer, batch {a.batch}, {a.size}x{a.size}, cpu fp32, "
+              f"{threads} threads, ONNX Runtime {ort.__version__}\n"
+              f"  {result['img_per_s']:.2f} images/s\n"
+              f"  {ms_median:.2f} ms per iteration (median of {a.iters}; "
+              f"min {min(ms):.2f}, max {max(ms):.2f})\n"
+              f"  peak memory {peak:.0f} MiB\n"
+              f"  relative difference from torchvision {error:.2g}")
+
+
+if __name__ == "__main__":
+    main()

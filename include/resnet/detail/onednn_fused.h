@@ -1,0 +1,154 @@
+#pragma once
+
+// The CPU kernels of fused inference in LibTorch 2.x: a oneDNN convolution
+// that also applies its bias, a ReLU, or the residual addition and ReLU
+// (oneDNN post-ops), on dense channels-last tensors with weights reordered
+// once for the input size. ATen registers these as the operators
+// `mkldnn::_convolution_pointwise` (and its `binary` and in-place forms) and
+// `mkldnn::_reorder_convolution_weight`; they are looked up at run time, so
+// a LibTorch without them (1.13) compiles the same code and reports them
+// unavailable.
+
+#include <ATen/core/List.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/ivalue.h>
+#include <ATen/core/stack.h>
+#include <c10/util/Optional.h>
+#include <torch/types.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace resnet::detail {
+
+/// What a fused convolution applies after adding its bias.
+enum class PostOp {
+  /// Nothing.
+  None,
+  /// max(0, y).
+  Relu,
+  /// max(0, y + other): the end of a residual block.
+  AddRelu,
+};
+
+/// The stride, padding, dilation and groups of a convolution.
+struct ConvGeometry {
+  std::vector<int64_t> stride;
+  std::vector<int64_t> padding;
+  std::vector<int64_t> dilation;
+  int64_t groups = 1;
+};
+
+class OneDnnFused {
+ public:
+  /// Whether this LibTorch registers the fused operators.
+  static bool available() {
+    return handle(Op::Reorder) && handle(Op::Unary) && handle(Op::Binary) &&
+        handle(Op::BinaryInPlace);
+  }
+
+  /// `weight` [out, in / groups, kh, kw] (float32) reordered into the
+  /// layout oneDNN picks for inputs of `input_sizes`.
+  static torch::Tensor prepack(
+      const torch::Tensor& weight,
+      const ConvGeometry& g,
+      const std::vector<int64_t>& input_sizes) {
+    torch::jit::Stack stack{
+        weight.contiguous(),
+        g.padding,
+        g.stride,
+        g.dilation,
+        g.groups,
+        input_sizes};
+    call(Op::Reorder, stack);
+    return stack.at(0).toTensor();
+  }
+
+  /// The convolution of `x` (dense, float32, channels last) with the
+  /// prepacked weight and `bias`, then `post`. For `PostOp::AddRelu`,
+  /// `other` is a channels-last tensor of the output's shape; with
+  /// `overwrite_other` the result is written into it.
+  static torch::Tensor run(
+      const torch::Tensor& x,
+      const torch::Tensor& packed_weight,
+      const torch::Tensor& bias,
+      const ConvGeometry& g,
+      PostOp post,
+      torch::Tensor other = {},
+      bool overwrite_other = false) {
+    const c10::List<c10::optional<c10::Scalar>> no_scalars;
+    if (post == PostOp::AddRelu) {
+      torch::jit::Stack stack{
+          x,
+          std::move(other),
+          packed_weight,
+          bias,
+          g.padding,
+          g.stride,
+          g.dilation,
+          g.groups,
+          std::string("add"),
+          c10::IValue(),
+          std::string("relu"),
+          no_scalars,
+          c10::IValue()};
+      // The in-place form takes the tensor it writes first.
+      if (overwrite_other) {
+        std::swap(stack[0], stack[1]);
+      }
+      call(overwrite_other ? Op::BinaryInPlace : Op::Binary, stack);
+      return stack.at(0).toTensor();
+    }
+    torch::jit::Stack stack{
+        x,
+        packed_weight,
+        bias,
+        g.padding,
+        g.stride,
+        g.dilation,
+        g.groups,
+        std::string(post == PostOp::Relu ? "relu" : "none"),
+        no_scalars,
+        c10::IValue()};
+    call(Op::Unary, stack);
+    return stack.at(0).toTensor();
+  }
+
+ private:
+  enum class Op { Reorder, Unary, Binary, BinaryInPlace };
+
+  // The registered operator, or null; looked up once per process.
+  static const c10::OperatorHandle* handle(Op which) {
+    static const std::array<c10::optional<c10::OperatorHandle>, 4> handles{
+        find("mkldnn::_reorder_convolution_weight", ""),
+        find("mkldnn::_convolution_pointwise", ""),
+        find("mkldnn::_convolution_pointwise", "binary"),
+        find("mkldnn::_convolution_pointwise_", "binary")};
+    const auto& h = handles[static_cast<size_t>(which)];
+    return h.has_value() ? &*h : nullptr;
+  }
+
+  static c10::optional<c10::OperatorHandle> find(
+      const char* name,
+      const char* overload) {
+    auto found = c10::Dispatcher::singleton().findSchema({name, overload});
+    if (!found.has_value()) {
+      return c10::nullopt;
+    }
+    return *found;
+  }
+
+  static void call(Op which, torch::jit::Stack& stack) {
+    const auto* op = handle(which);
+    TORCH_CHECK(
+        op != nullptr,
+        "resnet: this LibTorch lacks oneDNN's fused convolution operators "
+        "(mkldnn::_convolution_pointwise); use FuseOptions().onednn_fused(false)");
+    op->callBoxed(&stack);
+  }
+};
+
+} // namespace resnet::detail
