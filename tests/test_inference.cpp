@@ -189,6 +189,48 @@ TEST(Fused, NewInputSizesRepackAndBlockInputsAreKept) {
       relative_error(fused->forward(strided), model->forward(strided)), 1e-5);
 }
 
+TEST(Fused, BlocksFuseThemselves) {
+  torch::manual_seed(3);
+  torch::NoGradGuard no_grad;
+  resnet::Bottleneck<> projection(resnet::BlockOptions(64, 32).stride(2));
+  resnet::BasicBlock<> zero_pad(resnet::BlockOptions(16, 32).stride(2).shortcut(
+      resnet::Shortcut::ZeroPad));
+  resnet::BasicBlock<resnet::FrozenBatchNorm2d> identity(
+      resnet::BlockOptions(16, 16));
+  for (auto* block : std::vector<torch::nn::Module*>{
+           projection.get(), zero_pad.get(), identity.get()}) {
+    randomize_norms(*block);
+    block->eval();
+  }
+  const auto x64 = torch::randn({2, 64, 16, 16});
+  const auto x16 = torch::randn({2, 16, 16, 16});
+  auto fused_projection = projection->fused("p");
+  EXPECT_FALSE(fused_projection->downsample.is_empty());
+  EXPECT_EQ(fused_projection->convs.size(), 3u);
+  EXPECT_LE(
+      relative_error(fused_projection->forward(x64), projection->forward(x64)),
+      1e-5);
+  EXPECT_LE(
+      relative_error(zero_pad->fused()->forward(x16), zero_pad->forward(x16)),
+      1e-5);
+  EXPECT_LE(
+      relative_error(identity->fused()->forward(x16), identity->forward(x16)),
+      1e-5);
+
+  // What cannot be folded is refused by name, never dropped.
+  resnet::BasicBlock<> se(
+      resnet::BlockOptions(16, 16).attention(resnet::Attention::SqueezeExcite));
+  EXPECT_TRUE(contains(
+      error_of([&] { se->fused("layer9.9"); }),
+      "cannot fuse layer9.9: attention modules"));
+  auto model = resnet::resnet18();
+  model->stages[0]->push_back(torch::nn::Identity());
+  const auto message = error_of([&] { resnet::fuse_for_inference(model); });
+  EXPECT_TRUE(
+      contains(message, "cannot fuse layer1.2: it is torch::nn::Identity"))
+      << message;
+}
+
 TEST(Fused, StateNamesFollowTheSourceNetwork) {
   auto model = resnet::resnet50();
   auto fused = resnet::fuse_for_inference(model);

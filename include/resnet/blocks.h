@@ -4,6 +4,8 @@
 // (1x1, 3x3, 1x1), both templated on their normalization layer.
 
 #include <resnet/attention.h>
+#include <resnet/detail/layers.h>
+#include <resnet/fused.h>
 #include <resnet/norm.h>
 #include <resnet/options.h>
 
@@ -105,24 +107,6 @@ class SamePadAvgPool2dImpl : public torch::nn::Cloneable<SamePadAvgPool2dImpl> {
 
 TORCH_MODULE(SamePadAvgPool2d);
 
-/// The parameter-free shortcut ("option A" of He et al.): every `stride`-th
-/// pixel of `x`, its channels zero-padded to `out_channels`, half the new
-/// channels on each side.
-inline torch::Tensor zero_pad_shortcut(
-    const torch::Tensor& x,
-    int64_t stride,
-    int64_t out_channels) {
-  using torch::indexing::Slice;
-  const auto sub = x.index(
-      {Slice(),
-       Slice(),
-       Slice(0, c10::nullopt, stride),
-       Slice(0, c10::nullopt, stride)});
-  const int64_t extra = out_channels - x.size(1);
-  return torch::constant_pad_nd(
-      sub, {0, 0, 0, 0, extra / 2, extra - extra / 2});
-}
-
 /// Registers the attention module of `o` as `se` on `owner`; empty for
 /// `Attention::None`.
 inline torch::nn::AnyModule register_attention(
@@ -161,6 +145,7 @@ class BlockShortcut {
     stride_ = o.stride();
     out_channels_ = out_channels;
     zero_pad_ = false;
+    avg_down_ = o.avg_down();
     downsample = nullptr;
     if (o.stride() == 1 && o.in_channels() == out_channels) {
       return;
@@ -210,6 +195,26 @@ class BlockShortcut {
     return zero_pad_shortcut(x, stride_, out_channels_);
   }
 
+  /// The shortcut with its norm folded: a projection, or the stride of a
+  /// zero-padding shortcut (0 for identity). `where` names the block in
+  /// messages.
+  std::pair<FusedConv2d, int64_t> fused(const std::string& where) const {
+    if (zero_pad_) {
+      return {FusedConv2d(nullptr), stride_};
+    }
+    if (downsample.is_empty()) {
+      return {FusedConv2d(nullptr), 0};
+    }
+    TORCH_CHECK(
+        !avg_down_,
+        "resnet: cannot fuse ",
+        where,
+        ": averaging shortcuts (avg_down) are not folded");
+    return {
+        fold(*downsample->ptr(0), *downsample->ptr(1), where + ".downsample"),
+        0};
+  }
+
   /// The projection, or empty when the block has none.
   torch::nn::Sequential downsample{nullptr};
 
@@ -217,7 +222,19 @@ class BlockShortcut {
   int64_t stride_ = 1;
   int64_t out_channels_ = 0;
   bool zero_pad_ = false;
+  bool avg_down_ = false;
 };
+
+/// Checks that a block with `attention` can be fused.
+inline void check_fusable(
+    const torch::nn::AnyModule& attention,
+    const std::string& where) {
+  TORCH_CHECK(
+      attention.is_empty(),
+      "resnet: cannot fuse ",
+      where,
+      ": attention modules depend on their input and are not folded");
+}
 
 } // namespace detail
 
@@ -270,6 +287,20 @@ class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl<NormT>> {
   /// Zeroes the scale of the last normalization layer (`bn2`).
   void zero_init_last() {
     detail::zero_norm_weight(*bn2);
+  }
+
+  /// An inference-only copy with every norm folded into the convolution
+  /// before it; the same function in eval mode. `where` names the block in
+  /// messages.
+  FusedBlock fused(const std::string& where = "BasicBlock") const {
+    detail::check_fusable(se, where);
+    auto [shortcut, zero_pad_stride] = shortcut_.fused(where);
+    return FusedBlock(
+        std::vector<FusedConv2d>{
+            detail::fold(*conv1, *bn1, where + ".conv1"),
+            detail::fold(*conv2, *bn2, where + ".conv2")},
+        shortcut,
+        zero_pad_stride);
   }
 
   void pretty_print(std::ostream& stream) const override {
@@ -347,6 +378,21 @@ class BottleneckImpl : public torch::nn::Cloneable<BottleneckImpl<NormT>> {
   /// Zeroes the scale of the last normalization layer (`bn3`).
   void zero_init_last() {
     detail::zero_norm_weight(*bn3);
+  }
+
+  /// An inference-only copy with every norm folded into the convolution
+  /// before it; the same function in eval mode. `where` names the block in
+  /// messages.
+  FusedBlock fused(const std::string& where = "Bottleneck") const {
+    detail::check_fusable(se, where);
+    auto [shortcut, zero_pad_stride] = shortcut_.fused(where);
+    return FusedBlock(
+        std::vector<FusedConv2d>{
+            detail::fold(*conv1, *bn1, where + ".conv1"),
+            detail::fold(*conv2, *bn2, where + ".conv2"),
+            detail::fold(*conv3, *bn3, where + ".conv3")},
+        shortcut,
+        zero_pad_stride);
   }
 
   void pretty_print(std::ostream& stream) const override {

@@ -5,6 +5,8 @@
 // `AnyResNet` holds any of them behind one interface.
 
 #include <resnet/blocks.h>
+#include <resnet/detail/layers.h>
+#include <resnet/fused.h>
 #include <resnet/norm.h>
 #include <resnet/options.h>
 
@@ -25,42 +27,6 @@
 #include <vector>
 
 namespace resnet {
-
-namespace detail {
-
-/// Checks an input for a network taking `in_channels` channels whose total
-/// stride is `total_stride`; `imagenet_stem` adds a hint for small images.
-inline void check_network_input(
-    const torch::Tensor& x,
-    int64_t in_channels,
-    int64_t total_stride,
-    bool imagenet_stem) {
-  TORCH_CHECK(
-      x.defined(), "resnet: expected an input tensor, got an undefined one");
-  TORCH_CHECK(
-      x.dim() == 4 && x.size(1) == in_channels,
-      "resnet: expected input [N, C, H, W] with C=",
-      in_channels,
-      ", got ",
-      x.sizes());
-  TORCH_CHECK(
-      x.is_floating_point(),
-      "resnet: expected a floating-point input, got ",
-      x.scalar_type());
-  TORCH_CHECK(
-      x.size(2) >= total_stride && x.size(3) >= total_stride,
-      "resnet: input of ",
-      x.size(2),
-      "x",
-      x.size(3),
-      " is smaller than the network's total stride; expected at least ",
-      total_stride,
-      "x",
-      total_stride,
-      imagenet_stem ? " (Stem::Cifar suits small images)" : "");
-}
-
-} // namespace detail
 
 /// What every ResNet offers, whatever its block type. Returned by
 /// `resnet::create` for a choice of architecture at run time.
@@ -89,6 +55,9 @@ class ResNetBaseImpl : public torch::nn::Module {
   /// How many times the network divides height and width; inputs must be at
   /// least this large in both.
   virtual int64_t total_stride() const = 0;
+  /// An inference-only copy with every batch norm folded into the
+  /// convolution before it (what `fuse_for_inference` returns).
+  virtual InferenceResNet fused(const FuseOptions& options = {}) const = 0;
 };
 
 /// A ResNet whose stages are made of `Block`s (`BasicBlock<Norm>` or
@@ -112,9 +81,7 @@ class ResNetImpl : public ResNetBaseImpl {
   }
 
   torch::Tensor forward(const torch::Tensor& x) override {
-    auto out =
-        torch::adaptive_avg_pool2d(forward_features(x), {1, 1}).flatten(1);
-    return fc.is_empty() ? out : fc(out);
+    return detail::classifier_head(forward_features(x), fc);
   }
 
   torch::Tensor forward_features(const torch::Tensor& x) override {
@@ -176,6 +143,55 @@ class ResNetImpl : public ResNetBaseImpl {
 
   int64_t total_stride() const override {
     return total_stride_;
+  }
+
+  InferenceResNet fused(const FuseOptions& fuse_options = {}) const override {
+    const auto unfusable = detail::unfusable_parts(options_);
+    TORCH_CHECK(
+        unfusable.empty(),
+        "resnet: fuse_for_inference folds batch norms into the torchvision "
+        "layout and cannot fuse ",
+        unfusable,
+        "; run the network itself in eval mode");
+    auto stem = detail::fold(*conv1, *bn1, "conv1");
+    std::vector<torch::nn::Sequential> fused_stages;
+    for (size_t i = 0; i < stages.size(); ++i) {
+      torch::nn::Sequential stage;
+      const auto blocks = stages[i]->children();
+      for (size_t j = 0; j < blocks.size(); ++j) {
+        const auto where =
+            "layer" + std::to_string(i + 1) + "." + std::to_string(j);
+        const auto* block = blocks[j]->template as<BlockImpl>();
+        TORCH_CHECK(
+            block != nullptr,
+            "resnet: cannot fuse ",
+            where,
+            ": it is ",
+            blocks[j]->name(),
+            ", not one of the network's blocks");
+        stage->push_back(block->fused(where));
+      }
+      fused_stages.push_back(stage);
+    }
+    torch::nn::Linear classifier{nullptr};
+    if (!fc.is_empty()) {
+      classifier =
+          torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(
+              fc->clone(fc->weight.device())));
+      for (auto& p : classifier->parameters()) {
+        p.set_requires_grad(false);
+      }
+    }
+    InferenceResNetImpl::Layout layout;
+    layout.in_channels = options_.in_channels();
+    layout.total_stride = total_stride_;
+    layout.max_pool = !maxpool.is_empty();
+    layout.cpu_kernels = detail::cpu_kernels_for(fuse_options);
+    return InferenceResNet(
+        std::move(stem),
+        std::move(fused_stages),
+        std::move(classifier),
+        layout);
   }
 
   /// A deep copy with the same parameters, buffers and mode, on `device` if
@@ -390,7 +406,7 @@ class ResNetImpl : public ResNetBaseImpl {
     check_input(x);
     auto out = conv1.is_empty() ? deep_stem->forward(x) : conv1(x);
     out = bn1(out).relu_();
-    return maxpool.is_empty() ? out : maxpool(out);
+    return maxpool.is_empty() ? out : detail::stem_max_pool(out);
   }
 
   // A tensor of the network's device and dtype.

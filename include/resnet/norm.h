@@ -15,6 +15,33 @@
 
 namespace resnet {
 
+/// The per-channel affine map a batch norm applies in eval mode,
+/// `y = x * scale + shift`: scale = weight / sqrt(var + eps) and
+/// shift = bias - mean * scale. `weight` and `bias` may be undefined (a norm
+/// without affine parameters). Computed in the dtype of `var`; pass float64
+/// tensors to fold without rounding.
+struct NormAffine {
+  torch::Tensor scale;
+  torch::Tensor shift;
+};
+
+inline NormAffine batch_norm_affine(
+    const torch::Tensor& running_mean,
+    const torch::Tensor& running_var,
+    const torch::Tensor& weight,
+    const torch::Tensor& bias,
+    double eps) {
+  auto scale = (running_var + eps).rsqrt();
+  if (weight.defined()) {
+    scale = scale * weight;
+  }
+  auto shift = -running_mean * scale;
+  if (bias.defined()) {
+    shift = shift + bias;
+  }
+  return {scale, shift};
+}
+
 /// Batch normalization whose statistics and affine parameters are fixed
 /// buffers (torchvision.ops.FrozenBatchNorm2d): nothing is learnt and train
 /// and eval mode compute the same. The usual choice for detection backbones.
@@ -45,8 +72,8 @@ class FrozenBatchNorm2dImpl
         num_features_,
         ", H, W], got ",
         x.sizes());
-    const auto scale = weight * (running_var + eps_).rsqrt();
-    const auto shift = bias - running_mean * scale;
+    const auto [scale, shift] =
+        batch_norm_affine(running_mean, running_var, weight, bias, eps_);
     return x * scale.reshape({1, -1, 1, 1}).to(x.scalar_type()) +
         shift.reshape({1, -1, 1, 1}).to(x.scalar_type());
   }
