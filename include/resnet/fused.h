@@ -71,6 +71,17 @@ inline const char* to_string(CpuKernels kernels) {
 
 using detail::PostOp;
 
+namespace detail {
+
+// Whether `x` is what the oneDNN kernels of a fused network take: a dense
+// (not oneDNN-layout) float32 CPU tensor that no gradient will flow through.
+inline bool onednn_takes(const torch::Tensor& x) {
+  return x.is_cpu() && !x.is_mkldnn() && x.scalar_type() == torch::kFloat32 &&
+      !(torch::GradMode::is_enabled() && x.requires_grad());
+}
+
+} // namespace detail
+
 /// A convolution with a batch norm folded into its weight and bias. Its state
 /// is two buffers, `weight` and `bias`; nothing is trained.
 class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
@@ -122,12 +133,10 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
     TORCH_CHECK(
         (post == PostOp::AddRelu) == other.defined(),
         "resnet: FusedConv2d takes a tensor to add exactly for PostOp::AddRelu");
-    if (onednn_fused_ && x.is_cpu() && !x.is_mkldnn() &&
-        x.scalar_type() == torch::kFloat32 &&
-        weight.scalar_type() == torch::kFloat32 &&
-        !(torch::GradMode::is_enabled() && x.requires_grad())) {
+    if (onednn_fused_ && detail::onednn_takes(x) &&
+        weight.scalar_type() == torch::kFloat32) {
       const auto input = x.contiguous(torch::MemoryFormat::ChannelsLast);
-      prepack_fused(input.sizes().vec());
+      prepack_fused(input.sizes());
       return detail::OneDnnFused::run(
           input,
           packed_.weight,
@@ -193,25 +202,26 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
   torch::Tensor bias;
 
  private:
-  // Whether `packed_` was made from the current `weight` for `kind` and
-  // `sizes`. Made on first use and again whenever the dense weight has been
-  // replaced (e.g. by `to()`) or changed in place.
-  bool packed_for(int kind, const std::vector<int64_t>& sizes) const {
-    return packed_.kind == kind && packed_.source.defined() &&
+  // Whether `packed_` was made from the current `weight` for `kernels` and
+  // input `sizes`. Made on first use and again whenever the dense weight has
+  // been replaced (e.g. by `to()`) or changed in place.
+  bool packed_for(CpuKernels kernels, c10::IntArrayRef sizes) const {
+    return packed_.kernels == kernels && packed_.source.defined() &&
         packed_.source.is_same(weight) &&
-        packed_.version == weight._version() && packed_.input_sizes == sizes;
+        packed_.version == weight._version() &&
+        sizes.equals(packed_.input_sizes);
   }
 
-  void remember_source(int kind, std::vector<int64_t> sizes) {
-    packed_.kind = kind;
+  void remember_source(CpuKernels kernels, c10::IntArrayRef sizes) {
+    packed_.kernels = kernels;
     packed_.source = weight;
     packed_.version = weight._version();
-    packed_.input_sizes = std::move(sizes);
+    packed_.input_sizes = sizes.vec();
   }
 
   // For oneDNN's blocked layout.
   void prepack_layout() {
-    if (packed_for(kLayout, {})) {
+    if (packed_for(CpuKernels::OneDnnLayout, {})) {
       return;
     }
 #if AT_MKLDNN_ENABLED()
@@ -222,28 +232,26 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
         geometry_.dilation,
         geometry_.groups);
     packed_.bias = bias.to_mkldnn();
-    remember_source(kLayout, {});
+    remember_source(CpuKernels::OneDnnLayout, {});
 #else
     TORCH_CHECK(false, "resnet: this LibTorch was built without oneDNN");
 #endif
   }
 
   // For the fused operators, which pick the weight's layout by input size.
-  void prepack_fused(std::vector<int64_t> input_sizes) {
-    if (packed_for(kFused, input_sizes)) {
+  void prepack_fused(c10::IntArrayRef input_sizes) {
+    if (packed_for(CpuKernels::OneDnnFused, input_sizes)) {
       return;
     }
     packed_.weight =
         detail::OneDnnFused::prepack(weight, geometry_, input_sizes);
     packed_.bias = torch::Tensor();
-    remember_source(kFused, std::move(input_sizes));
+    remember_source(CpuKernels::OneDnnFused, input_sizes);
   }
 
-  static constexpr int kLayout = 1;
-  static constexpr int kFused = 2;
-
   struct Packed {
-    int kind = 0;
+    // `Aten`: nothing packed yet.
+    CpuKernels kernels = CpuKernels::Aten;
     torch::Tensor source;
     int64_t version = -1;
     std::vector<int64_t> input_sizes;
@@ -437,8 +445,7 @@ class InferenceResNetImpl : public torch::nn::Module {
         conv1->weight.scalar_type(),
         " on ",
         conv1->weight.device());
-    const bool cpu_float = x.is_cpu() && x.scalar_type() == torch::kFloat32 &&
-        !(torch::GradMode::is_enabled() && x.requires_grad());
+    const bool cpu_float = detail::onednn_takes(x);
     auto input = x;
     if (cpu_float && layout_.cpu_kernels == CpuKernels::OneDnnLayout) {
       input = x.contiguous().to_mkldnn();

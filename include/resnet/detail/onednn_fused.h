@@ -55,7 +55,7 @@ class OneDnnFused {
   static torch::Tensor prepack(
       const torch::Tensor& weight,
       const ConvGeometry& g,
-      const std::vector<int64_t>& input_sizes) {
+      c10::IntArrayRef input_sizes) {
     torch::jit::Stack stack{
         weight.contiguous(),
         g.padding,
