@@ -513,6 +513,91 @@ TEST(CudaGraph, ReplayMatchesEagerOnTheGpu) {
       "was captured for"));
 }
 
+TEST(Fused, CudnnOptionIsKeptAndCpuInputsIgnoreIt) {
+  torch::manual_seed(6);
+  auto model = resnet::resnet18(ResNetOptions().num_classes(5));
+  randomize_norms(*model);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({2, 3, 64, 64});
+  const auto expected = model->forward(x);
+  for (bool on : {true, false}) {
+    auto fused = resnet::fuse_for_inference(
+        model, resnet::FuseOptions().cudnn_fused(on));
+    EXPECT_EQ(fused->uses_cudnn_fused(), on);
+    for (const auto& module : fused->modules(/*include_self=*/false)) {
+      if (const auto* conv = module->as<resnet::FusedConv2dImpl>()) {
+        EXPECT_EQ(conv->uses_cudnn_fused(), on);
+      }
+    }
+    EXPECT_LE(relative_error(fused->forward(x), expected), 1e-5);
+  }
+  EXPECT_TRUE(resnet::fuse_for_inference(model)->uses_cudnn_fused());
+}
+
+// cuDNN's fused convolutions (convolution, bias, residual addition, ReLU in
+// one call) against the eval-mode network, in every dtype they take, in both
+// memory formats, with and without the fusion.
+TEST(Fused, CudnnFusedMatchesTheEvalModeNetworkOnTheGpu) {
+  if (!torch::cuda::is_available()) {
+    GTEST_SKIP() << "no CUDA device";
+  }
+  torch::globalContext().setAllowTF32CuDNN(false);
+  torch::NoGradGuard no_grad;
+  for (const char* arch : {"resnet18", "resnext50_32x4d"}) {
+    torch::manual_seed(7);
+    auto model = resnet::create(arch, ResNetOptions().num_classes(10));
+    randomize_norms(*model);
+    model->to(torch::kCUDA);
+    model->eval();
+    const auto x = torch::randn({2, 3, 64, 64}, torch::kCUDA);
+    const auto reference = model->forward(x);
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16, torch::kFloat16}) {
+      for (bool channels_last : {false, true}) {
+        auto eager =
+            std::dynamic_pointer_cast<resnet::ResNetBaseImpl>(model->clone());
+        const auto format = channels_last ? torch::MemoryFormat::ChannelsLast
+                                          : torch::MemoryFormat::Contiguous;
+        const auto input = x.to(dtype).contiguous(format);
+        resnet::cast_floating(*eager, dtype);
+        if (channels_last) {
+          resnet::to_channels_last(*eager);
+        }
+        const double eager_error = relative_error(
+            eager->forward(input).to(torch::kFloat32), reference);
+        for (bool cudnn : {true, false}) {
+          auto fused = resnet::fuse_for_inference(
+              *model, resnet::FuseOptions().cudnn_fused(cudnn));
+          resnet::cast_floating(*fused, dtype);
+          if (channels_last) {
+            resnet::to_channels_last(*fused);
+          }
+          const auto out = fused->forward(input);
+          const double error =
+              relative_error(out.to(torch::kFloat32), reference);
+          const std::string what = std::string(arch) + " " +
+              c10::toString(dtype) + (channels_last ? " channels_last" : "") +
+              (cudnn ? " cudnn-fused" : " aten");
+          EXPECT_EQ(out.scalar_type(), dtype) << what;
+          // Every convolution ran fused (none fell back to ATen's kernels).
+          EXPECT_EQ(fused->uses_cudnn_fused(), cudnn) << what;
+          for (const auto& module : fused->modules(/*include_self=*/false)) {
+            if (const auto* conv = module->as<resnet::FusedConv2dImpl>()) {
+              EXPECT_EQ(conv->uses_cudnn_fused(), cudnn) << what;
+            }
+          }
+          if (dtype == torch::kFloat32) {
+            EXPECT_LE(error, 1e-5) << what;
+          } else {
+            // Within a few roundings of the eager network in that dtype.
+            EXPECT_LE(error, 2 * eager_error + 1e-2) << what;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(CpuMemoryCache, ReusesBlocksAndKeepsResults) {
   using resnet::detail::CpuMemoryCache;
   for (size_t n :

@@ -58,6 +58,8 @@ const char* kUsage = R"(usage: resnet_benchmark [options]
   --fuse             fold batch norms into convolutions (inference)
   --cpu-kernels K    with --fuse on the CPU: onednn-fused, onednn-layout or
                      aten (default: onednn-fused where LibTorch has it)
+  --gpu-kernels K    with --fuse on CUDA: cudnn-fused (convolution, bias,
+                     addition and ReLU in one cuDNN call; default) or aten
   --cuda-graph       capture one iteration as a CUDA graph, replay it (inference)
   --stem S           auto, imagenet or cifar (default auto: cifar up to 64x64)
   --classes N        classifier outputs (default 1000, 10 with the cifar stem)
@@ -79,6 +81,7 @@ struct Args {
   bool channels_last = false;
   bool fuse = false;
   std::string cpu_kernels;
+  std::string gpu_kernels;
   bool cuda_graph = false;
   bool cache_memory = false;
   std::string stem = "auto";
@@ -142,6 +145,8 @@ Args parse_args(int argc, char** argv) {
       a.fuse = true;
     } else if (flag == "--cpu-kernels") {
       a.cpu_kernels = value();
+    } else if (flag == "--gpu-kernels") {
+      a.gpu_kernels = value();
     } else if (flag == "--cuda-graph") {
       a.cuda_graph = true;
     } else if (flag == "--cache-memory") {
@@ -185,6 +190,15 @@ Args parse_args(int argc, char** argv) {
   }
   if (!a.cpu_kernels.empty() && !a.fuse) {
     usage("--cpu-kernels applies to --fuse");
+  }
+  if (!a.gpu_kernels.empty() && a.gpu_kernels != "cudnn-fused" &&
+      a.gpu_kernels != "aten") {
+    usage(
+        "--gpu-kernels expects cudnn-fused or aten, got '" + a.gpu_kernels +
+        "'");
+  }
+  if (!a.gpu_kernels.empty() && !a.fuse) {
+    usage("--gpu-kernels applies to --fuse");
   }
   if (a.mode == "train" && (a.fuse || a.cuda_graph)) {
     usage("--fuse and --cuda-graph are for --mode infer");
@@ -302,7 +316,8 @@ int main(int argc, char** argv) try {
           *model,
           resnet::FuseOptions()
               .mkldnn(args.cpu_kernels != "aten")
-              .onednn_fused(args.cpu_kernels != "onednn-layout"));
+              .onednn_fused(args.cpu_kernels != "onednn-layout")
+              .cudnn_fused(args.gpu_kernels != "aten"));
       forward = [&](const torch::Tensor& x) { return fused->forward(x); };
     } else {
       forward = [&](const torch::Tensor& x) { return model->forward(x); };
@@ -356,6 +371,11 @@ int main(int argc, char** argv) try {
       args.fuse && device.is_cpu() && dtype == torch::kFloat32
       ? resnet::to_string(fused->cpu_kernels())
       : "";
+  // The kernels a fused network ran on a CUDA device; empty otherwise.
+  const std::string gpu_kernels = !args.fuse || !device.is_cuda() ? ""
+      : fused->uses_cudnn_fused() && torch::globalContext().hasCuDNN()
+      ? "cudnn-fused"
+      : "aten";
   std::ostringstream out;
   out << std::fixed;
   if (args.json) {
@@ -368,7 +388,7 @@ int main(int argc, char** argv) try {
         << device.str() << "\", \"dtype\": \"" << args.dtype
         << "\", \"channels_last\": " << flag(args.channels_last)
         << ", \"fuse\": " << flag(args.fuse) << ", \"cpu_kernels\": \""
-        << kernels << "\""
+        << kernels << "\", \"gpu_kernels\": \"" << gpu_kernels << "\""
         << ", \"cuda_graph\": " << flag(args.cuda_graph)
         << ", \"cache_memory\": " << flag(args.cache_memory)
         << ", \"threads\": " << torch::get_num_threads()
@@ -380,7 +400,7 @@ int main(int argc, char** argv) try {
     out << std::setprecision(2) << args.arch << " " << args.mode << ", batch "
         << args.batch << ", " << args.size << "x" << args.size << ", " << device
         << " " << args.dtype << (args.channels_last ? " channels_last" : "")
-        << (args.fuse ? " fused (" + kernels + ")" : "")
+        << (args.fuse ? " fused (" + kernels + gpu_kernels + ")" : "")
         << (args.cuda_graph ? " cuda-graph" : "") << ", "
         << torch::get_num_threads() << " threads, LibTorch " << TORCH_VERSION
         << "\n"

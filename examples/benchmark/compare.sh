@@ -70,6 +70,7 @@ case "$rows" in
       "--arch resnet50 --batch 1 --iters 200 --warmup 20 --cuda-graph"
       "--arch resnet50 --batch 1 --iters 200 --warmup 20 --cuda-graph --fuse"
       "--arch resnet50 --batch 256 --dtype bf16 --channels-last --iters 50 --warmup 10"
+      "--arch resnet50 --batch 256 --dtype bf16 --channels-last --iters 50 --warmup 10 --fuse"
     ) ;;
   quick)
     workloads=(

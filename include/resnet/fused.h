@@ -43,6 +43,12 @@ struct FuseOptions {
   /// in oneDNN's blocked layout and ReLU and addition are separate calls
   /// (what `torch.jit.optimize_for_inference` does).
   TORCH_ARG(bool, onednn_fused) = true;
+  /// On CUDA devices in float32, float16 or bfloat16 where LibTorch has
+  /// cuDNN: each convolution followed by ReLU, with its bias and the block's
+  /// residual addition, is one cuDNN call (ATen's `cudnn_convolution_relu`
+  /// and `cudnn_convolution_add_relu`). `false` runs the convolution, the
+  /// addition and the ReLU as separate kernels.
+  TORCH_ARG(bool, cudnn_fused) = true;
 };
 
 /// How a fused network runs float32 inputs on the CPU.
@@ -78,6 +84,27 @@ namespace detail {
 inline bool onednn_takes(const torch::Tensor& x) {
   return x.is_cpu() && !x.is_mkldnn() && x.scalar_type() == torch::kFloat32 &&
       !(torch::GradMode::is_enabled() && x.requires_grad());
+}
+
+// Whether a convolution of `x` with `weight` (adding `other` if defined)
+// can be one of cuDNN's fused calls: CUDA tensors of one floating dtype
+// that cuDNN fuses, with no gradient to flow (the calls have none).
+inline bool cudnn_takes(
+    const torch::Tensor& x,
+    const torch::Tensor& weight,
+    const torch::Tensor& other) {
+  const auto dtype = x.scalar_type();
+  const bool grad = torch::GradMode::is_enabled() &&
+      (x.requires_grad() || weight.requires_grad() ||
+       (other.defined() && other.requires_grad()));
+  return x.is_cuda() && x.dim() == 4 && weight.device() == x.device() &&
+      weight.scalar_type() == dtype &&
+      (dtype == torch::kFloat32 || dtype == torch::kFloat16 ||
+       dtype == torch::kBFloat16) &&
+      (!other.defined() ||
+       (other.scalar_type() == dtype && other.device() == x.device())) &&
+      !grad && at::globalContext().userEnabledCuDNN() &&
+      at::globalContext().hasCuDNN();
 }
 
 } // namespace detail
@@ -124,7 +151,8 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
   /// `PostOp::AddRelu`; with `overwrite_other`, the result may be written
   /// into it). Runs in oneDNN's layout for oneDNN inputs, as one fused
   /// oneDNN call for dense float32 CPU inputs once `use_onednn_fused(true)`,
-  /// and with ATen's kernels otherwise.
+  /// as one fused cuDNN call for a ReLU post-op on CUDA inputs once
+  /// `use_cudnn_fused(true)`, and with ATen's kernels otherwise.
   torch::Tensor forward(
       const torch::Tensor& x,
       PostOp post = PostOp::None,
@@ -133,6 +161,17 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
     TORCH_CHECK(
         (post == PostOp::AddRelu) == other.defined(),
         "resnet: FusedConv2d takes a tensor to add exactly for PostOp::AddRelu");
+    if (cudnn_fused_ && post != PostOp::None &&
+        detail::cudnn_takes(x, weight, other)) {
+      // cuDNN may find no fused kernel for a configuration (dtype, layout,
+      // groups); this convolution then runs ATen's kernels from now on, and
+      // `uses_cudnn_fused()` says so.
+      try {
+        return cudnn_forward(x, post, other);
+      } catch (const c10::Error&) {
+        cudnn_fused_ = false;
+      }
+    }
     if (onednn_fused_ && detail::onednn_takes(x) &&
         weight.scalar_type() == torch::kFloat32) {
       const auto input = x.contiguous(torch::MemoryFormat::ChannelsLast);
@@ -191,6 +230,17 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
     return onednn_fused_;
   }
 
+  /// Whether a convolution followed by ReLU runs as one cuDNN call on CUDA
+  /// inputs (float32, float16, bfloat16). Off by default; turns itself off
+  /// where cuDNN has no fused kernel for the inputs it gets.
+  void use_cudnn_fused(bool on) {
+    cudnn_fused_ = on;
+  }
+
+  bool uses_cudnn_fused() const {
+    return cudnn_fused_;
+  }
+
   void pretty_print(std::ostream& stream) const override {
     stream << "resnet::FusedConv2d(" << weight.size(1) * geometry_.groups
            << ", " << weight.size(0) << ", kernel_size=" << weight.size(2)
@@ -202,6 +252,32 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
   torch::Tensor bias;
 
  private:
+  torch::Tensor cudnn_forward(
+      const torch::Tensor& x,
+      PostOp post,
+      const torch::Tensor& other) const {
+    if (post == PostOp::Relu) {
+      return at::cudnn_convolution_relu(
+          x,
+          weight,
+          bias,
+          geometry_.stride,
+          geometry_.padding,
+          geometry_.dilation,
+          geometry_.groups);
+    }
+    return at::cudnn_convolution_add_relu(
+        x,
+        weight,
+        other,
+        1,
+        bias,
+        geometry_.stride,
+        geometry_.padding,
+        geometry_.dilation,
+        geometry_.groups);
+  }
+
   // Whether `packed_` was made from the current `weight` for `kernels` and
   // input `sizes`. Made on first use and again whenever the dense weight has
   // been replaced (e.g. by `to()`) or changed in place.
@@ -261,6 +337,7 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
 
   detail::ConvGeometry geometry_;
   bool onednn_fused_ = false;
+  bool cudnn_fused_ = false;
   torch::Tensor initial_weight_;
   torch::Tensor initial_bias_;
   Packed packed_;
@@ -358,6 +435,8 @@ class InferenceResNetImpl : public torch::nn::Module {
     bool max_pool = false;
     /// How float32 CPU inputs run.
     CpuKernels cpu_kernels = CpuKernels::Aten;
+    /// Whether CUDA inputs run with cuDNN's fused convolutions.
+    bool cudnn_fused = false;
   };
 
   /// Assembles the network from folded parts; `fc` may be empty.
@@ -385,6 +464,7 @@ class InferenceResNetImpl : public torch::nn::Module {
     for (auto& module : modules(/*include_self=*/false)) {
       if (auto* conv = module->as<FusedConv2dImpl>()) {
         conv->use_onednn_fused(layout_.cpu_kernels == CpuKernels::OneDnnFused);
+        conv->use_cudnn_fused(layout_.cudnn_fused);
       }
     }
     torch::nn::Module::train(false);
@@ -420,9 +500,28 @@ class InferenceResNetImpl : public torch::nn::Module {
     return layout_.cpu_kernels;
   }
 
+  /// Whether a CUDA input runs with cuDNN's fused convolutions (where the
+  /// dtype is one cuDNN fuses and LibTorch has cuDNN): as `FuseOptions`
+  /// asked, and no convolution has fallen back to ATen's kernels.
+  bool uses_cudnn_fused() const {
+    if (!layout_.cudnn_fused) {
+      return false;
+    }
+    for (const auto& module : modules(/*include_self=*/false)) {
+      if (const auto* conv = module->as<FusedConv2dImpl>()) {
+        if (!conv->uses_cudnn_fused()) {
+          return false;
+        }
+      }
+    }
+    return true;
+  }
+
   void pretty_print(std::ostream& stream) const override {
     stream << "resnet::InferenceResNet(stages=" << stages.size()
-           << ", cpu_kernels=" << to_string(layout_.cpu_kernels) << ")";
+           << ", cpu_kernels=" << to_string(layout_.cpu_kernels)
+           << ", cudnn_fused=" << (layout_.cudnn_fused ? "true" : "false")
+           << ")";
   }
 
   FusedConv2d conv1{nullptr};

@@ -187,6 +187,7 @@ class ResNetImpl : public ResNetBaseImpl {
     layout.total_stride = total_stride_;
     layout.max_pool = !maxpool.is_empty();
     layout.cpu_kernels = detail::cpu_kernels_for(fuse_options);
+    layout.cudnn_fused = fuse_options.cudnn_fused();
     return InferenceResNet(
         std::move(stem),
         std::move(fused_stages),

@@ -86,6 +86,8 @@ def main():
     fused = measure(cxx, small + ["--arch", "resnet18", "--fuse"])
     check(fused is not None and fused.get("cpu_kernels") in ("onednn-fused", "onednn-layout"),
           "--fuse on the CPU runs oneDNN by default")
+    check(fused is not None and fused.get("gpu_kernels") == "",
+          "no GPU kernels are reported for a CPU run")
 
     # ONNX Runtime, where this Python has it: the same workload, the same
     # fields, and outputs equal to torchvision's.
@@ -118,6 +120,8 @@ def main():
         (["--frobnicate"], 2, "unknown argument '--frobnicate'"),
         (["--fuse", "--cpu-kernels", "mlas"], 2, "--cpu-kernels expects onednn-fused"),
         (["--cpu-kernels", "aten"], 2, "--cpu-kernels applies to --fuse"),
+        (["--fuse", "--gpu-kernels", "cutlass"], 2, "--gpu-kernels expects cudnn-fused or aten"),
+        (["--gpu-kernels", "aten"], 2, "--gpu-kernels applies to --fuse"),
     ]
     for flags, code, message in bad:
         r = run(cxx + small + flags)
