@@ -598,6 +598,95 @@ TEST(Fused, CudnnFusedMatchesTheEvalModeNetworkOnTheGpu) {
   }
 }
 
+TEST(CudaGraphTrainStep, RefusesAdamAndInputsOffTheGpu) {
+  auto model = resnet::resnet20();
+  const auto loss = [&](const torch::Tensor& x, const torch::Tensor& y) {
+    return torch::cross_entropy_loss(model->forward(x), y);
+  };
+  const auto x = torch::randn({2, 3, 32, 32});
+  const auto y = torch::randint(10, {2});
+  torch::optim::Adam adam(model->parameters());
+  EXPECT_TRUE(contains(
+      error_of([&] { resnet::CudaGraphTrainStep step(adam, loss, x, y); }),
+      "captures SGD steps only"));
+  resnet::ForeachSGD sgd(
+      model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  const auto before = model->conv1->weight.clone();
+  EXPECT_TRUE(contains(
+      error_of([&] { resnet::CudaGraphTrainStep step(sgd, loss, x, y); }),
+      resnet::kWithCuda ? "captures CUDA work" : "needs CUDA"));
+  // Refused before anything trained.
+  EXPECT_TRUE(torch::equal(model->conv1->weight, before));
+}
+
+// The captured step trains as the eager step does, batch after batch.
+TEST(CudaGraphTrainStep, ReplaysMatchEagerStepsOnTheGpu) {
+  if (!torch::cuda::is_available()) {
+    GTEST_SKIP() << "no CUDA device";
+  }
+  torch::globalContext().setAllowTF32CuDNN(false);
+  torch::globalContext().setAllowTF32CuBLAS(false);
+  torch::manual_seed(8);
+  auto eager = resnet::resnet18(
+      ResNetOptions().num_classes(10).stem(resnet::Stem::Cifar));
+  eager->to(torch::kCUDA);
+  auto graphed = std::dynamic_pointer_cast<resnet::ResNetBaseImpl>(
+      eager->clone(torch::Device(torch::kCUDA)));
+  const auto options =
+      torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(1e-4);
+  resnet::ForeachSGD eager_sgd(eager->parameters(), options);
+  resnet::ForeachSGD graphed_sgd(graphed->parameters(), options);
+  const auto batch = [](int64_t seed) {
+    torch::manual_seed(seed);
+    return std::make_pair(
+        torch::randn({8, 3, 32, 32}).to(torch::kCUDA),
+        torch::randint(10, {8}).to(torch::kCUDA));
+  };
+  const auto eager_step = [&](const torch::Tensor& x, const torch::Tensor& y) {
+    eager_sgd.zero_grad();
+    auto loss = torch::cross_entropy_loss(eager->forward(x), y);
+    loss.backward();
+    eager_sgd.step();
+    return loss.detach();
+  };
+  const auto first = batch(0);
+  const auto& x0 = first.first;
+  const auto& y0 = first.second;
+  const int warmup = 2;
+  resnet::CudaGraphTrainStep step(
+      graphed_sgd,
+      [&](const torch::Tensor& x, const torch::Tensor& y) {
+        return torch::cross_entropy_loss(graphed->forward(x), y);
+      },
+      x0,
+      y0,
+      warmup);
+  // The constructor trained warmup + 1 steps on the example batch.
+  for (int i = 0; i < warmup + 1; ++i) {
+    eager_step(x0, y0);
+  }
+  for (int64_t k = 1; k <= 4; ++k) {
+    const auto next = batch(k);
+    const auto expected = eager_step(next.first, next.second);
+    const auto loss = step(next.first, next.second);
+    EXPECT_LE(relative_error(loss, expected), 1e-4) << "step " << k;
+  }
+  const auto eager_state = eager->named_parameters();
+  for (const auto& p : graphed->named_parameters()) {
+    EXPECT_LE(relative_error(p.value(), eager_state[p.key()]), 1e-4) << p.key();
+  }
+  const auto eager_buffers = eager->named_buffers();
+  for (const auto& b : graphed->named_buffers()) {
+    if (b.value().is_floating_point()) {
+      EXPECT_LE(relative_error(b.value(), eager_buffers[b.key()]), 1e-4)
+          << b.key();
+    }
+  }
+  EXPECT_TRUE(contains(
+      error_of([&] { step(x0.narrow(0, 0, 4), y0.narrow(0, 0, 4)); }),
+      "was captured for images"));
+}
+
 TEST(CpuMemoryCache, ReusesBlocksAndKeepsResults) {
   using resnet::detail::CpuMemoryCache;
   for (size_t n :

@@ -60,7 +60,8 @@ const char* kUsage = R"(usage: resnet_benchmark [options]
                      aten (default: onednn-fused where LibTorch has it)
   --gpu-kernels K    with --fuse on CUDA: cudnn-fused (convolution, bias,
                      addition and ReLU in one cuDNN call; default) or aten
-  --cuda-graph       capture one iteration as a CUDA graph, replay it (inference)
+  --cuda-graph       capture one iteration as a CUDA graph, replay it (in
+                     training: the whole step; fp32 or bf16)
   --stem S           auto, imagenet or cifar (default auto: cifar up to 64x64)
   --classes N        classifier outputs (default 1000, 10 with the cifar stem)
   --cache-memory     keep freed CPU tensor memory for reuse
@@ -200,8 +201,13 @@ Args parse_args(int argc, char** argv) {
   if (!a.gpu_kernels.empty() && !a.fuse) {
     usage("--gpu-kernels applies to --fuse");
   }
-  if (a.mode == "train" && (a.fuse || a.cuda_graph)) {
-    usage("--fuse and --cuda-graph are for --mode infer");
+  if (a.mode == "train" && a.fuse) {
+    usage("--fuse is for --mode infer");
+  }
+  if (a.mode == "train" && a.cuda_graph && a.dtype == "fp16") {
+    usage(
+        "--cuda-graph in training runs fp32 or bf16 (fp16 loss scaling reads "
+        "the gradients on the host)");
   }
   return a;
 }
@@ -286,6 +292,7 @@ int main(int argc, char** argv) try {
   std::unique_ptr<resnet::GradScaler> scaler;
   resnet::InferenceResNet fused{nullptr};
   std::unique_ptr<resnet::CudaGraphRunner> graph;
+  std::unique_ptr<resnet::CudaGraphTrainStep> train_graph;
   if (train) {
     // Multi-tensor SGD, as Python's torch.optim.SGD uses on CUDA.
     optimizer = std::make_unique<resnet::ForeachSGD>(
@@ -309,6 +316,19 @@ int main(int argc, char** argv) try {
       scaler->step(*optimizer);
       scaler->update();
     };
+    if (args.cuda_graph) {
+      // The whole step in one graph: forward, loss, backward, SGD step.
+      train_graph = std::make_unique<resnet::CudaGraphTrainStep>(
+          *optimizer,
+          [&](const torch::Tensor& x, const torch::Tensor& y) {
+            resnet::Autocast autocast(
+                device.type(), dtype, /*enabled=*/dtype != torch::kFloat32);
+            return torch::cross_entropy_loss(model->forward(x), y);
+          },
+          images,
+          labels);
+      iteration = [&] { train_graph->replay(); };
+    }
   } else {
     std::function<torch::Tensor(const torch::Tensor&)> forward;
     if (args.fuse) {

@@ -66,6 +66,9 @@ case "$rows" in
   gpu)
     workloads=(
       "--arch resnet50 --batch 256 --mode train --dtype bf16 --channels-last --iters 30 --warmup 10"
+      "--arch resnet50 --batch 256 --mode train --dtype bf16 --channels-last --iters 30 --warmup 10 --cuda-graph"
+      "--arch resnet18 --stem cifar --size 32 --batch 512 --mode train --dtype bf16 --channels-last --iters 50 --warmup 10"
+      "--arch resnet18 --stem cifar --size 32 --batch 512 --mode train --dtype bf16 --channels-last --iters 50 --warmup 10 --cuda-graph"
       "--arch resnet50 --batch 1 --iters 200 --warmup 20"
       "--arch resnet50 --batch 1 --iters 200 --warmup 20 --cuda-graph"
       "--arch resnet50 --batch 1 --iters 200 --warmup 20 --cuda-graph --fuse"

@@ -1,14 +1,18 @@
 #pragma once
 
-// Fixed-shape inference by replaying a captured CUDA graph: one launch per
-// forward pass instead of one per kernel.
+// Fixed-shape inference and training by replaying a captured CUDA graph: one
+// launch per forward pass (or per whole training step) instead of one per
+// kernel.
 //
 // `RESNET_WITH_CUDA` is 1 when LibTorch and the CUDA runtime headers are both
 // there (a CUDA build of LibTorch configured with the CUDA toolkit), else 0;
 // define `RESNET_NO_CUDA` to force 0. Without CUDA the runner still compiles
 // and its constructor throws, so code using it builds everywhere.
 
+#include <ATen/autocast_mode.h>
 #include <c10/util/Exception.h>
+#include <torch/optim/optimizer.h>
+#include <torch/optim/sgd.h>
 #include <torch/types.h>
 
 #include <cstdint>
@@ -36,6 +40,37 @@ namespace resnet {
 
 /// Whether this build compiled the CUDA code paths.
 inline constexpr bool kWithCuda = RESNET_WITH_CUDA != 0;
+
+namespace detail {
+
+// Refuses an input that does not fit the static buffer a graph was captured
+// with (shape, dtype, device), naming both.
+inline void check_captured_like(
+    const torch::Tensor& x,
+    const torch::Tensor& buffer,
+    const char* who,
+    const char* what) {
+  TORCH_CHECK(
+      x.defined() && x.sizes() == buffer.sizes() &&
+          x.scalar_type() == buffer.scalar_type() &&
+          x.device() == buffer.device(),
+      "resnet: ",
+      who,
+      " was captured for ",
+      what,
+      buffer.scalar_type(),
+      " ",
+      buffer.sizes(),
+      " on ",
+      buffer.device(),
+      ", got ",
+      x.defined() ? x.toString() : std::string("an undefined tensor"),
+      " ",
+      x.defined() ? x.sizes() : torch::IntArrayRef{},
+      x.defined() ? " on " + x.device().str() : std::string());
+}
+
+} // namespace detail
 
 /// Captures `fn` applied to a static input buffer shaped like `example` as a
 /// CUDA graph, then runs it by copying each new input into that buffer and
@@ -96,21 +131,7 @@ class CudaGraphRunner {
   /// Copies `x` into the captured input, replays the graph and returns the
   /// captured output, which the next call overwrites (clone it to keep it).
   torch::Tensor operator()(const torch::Tensor& x) {
-    TORCH_CHECK(
-        x.defined() && x.sizes() == input_.sizes() &&
-            x.scalar_type() == input_.scalar_type() &&
-            x.device() == input_.device(),
-        "resnet: CudaGraphRunner was captured for ",
-        input_.scalar_type(),
-        " ",
-        input_.sizes(),
-        " on ",
-        input_.device(),
-        ", got ",
-        x.defined() ? x.toString() : std::string("an undefined tensor"),
-        " ",
-        x.defined() ? x.sizes() : torch::IntArrayRef{},
-        x.defined() ? " on " + x.device().str() : std::string());
+    detail::check_captured_like(x, input_, "CudaGraphRunner", "");
     c10::InferenceMode inference;
     input_.copy_(x);
     replay();
@@ -138,6 +159,158 @@ class CudaGraphRunner {
  private:
   torch::Tensor input_;
   torch::Tensor output_;
+#if RESNET_WITH_CUDA
+  std::unique_ptr<at::cuda::CUDAGraph> graph_;
+#endif
+};
+
+/// One training step (the loss of a batch, its backward pass and the
+/// optimizer's step) captured as a CUDA graph for a fixed batch shape, then
+/// replayed for each batch copied into its static buffers: one launch per
+/// step. Gradients live in the graph: each replay overwrites them.
+///
+/// What the step reads on the host is frozen at capture: the optimizer's
+/// options (its learning rate: a schedule needs a new `CudaGraphTrainStep`
+/// when it changes the rate) and autocast's state. Only SGD-family
+/// optimizers (`torch::optim::SGD`, `resnet::ForeachSGD`) are taken: an Adam
+/// step counts its steps on the host, which a replay would not advance.
+/// float16 loss scaling (`GradScaler`) reads the gradients on the host and
+/// cannot be captured; bfloat16 autocast can.
+///
+///   resnet::CudaGraphTrainStep step(optimizer,
+///       [&](const torch::Tensor& x, const torch::Tensor& y) {
+///         return torch::cross_entropy_loss(model->forward(x), y);
+///       }, images, targets);
+///   for (...) { auto loss = step(images, targets); }  // loss: overwritten
+class CudaGraphTrainStep {
+ public:
+  using LossFunction =
+      std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>;
+
+  /// Runs `warmup` steps on a side stream (cuDNN picks its algorithms, the
+  /// optimizer makes its state), then captures one. Each of them trains:
+  /// `warmup + 1` optimizer steps on `images`, `targets`.
+  CudaGraphTrainStep(
+      torch::optim::Optimizer& optimizer,
+      LossFunction loss,
+      const torch::Tensor& images,
+      const torch::Tensor& targets,
+      int warmup = 3)
+      : optimizer_(optimizer) {
+    TORCH_CHECK(
+        images.defined() && targets.defined(),
+        "resnet: CudaGraphTrainStep needs example images and targets");
+    TORCH_CHECK(
+        dynamic_cast<torch::optim::SGD*>(&optimizer) != nullptr,
+        "resnet: CudaGraphTrainStep captures SGD steps only (torch::optim::SGD, "
+        "resnet::ForeachSGD); an Adam step counts steps on the host, which a "
+        "replayed graph would not advance");
+#if RESNET_WITH_CUDA
+    TORCH_CHECK(
+        images.is_cuda() && targets.device() == images.device(),
+        "resnet: CudaGraphTrainStep captures CUDA work; images are on ",
+        images.device(),
+        " and targets on ",
+        targets.device());
+    TORCH_CHECK(warmup >= 1, "resnet: CudaGraphTrainStep needs warmup >= 1");
+    const auto device = images.device();
+    c10::cuda::CUDAGuard device_guard(device);
+    images_ = images.clone(torch::MemoryFormat::Preserve);
+    targets_ = targets.clone(torch::MemoryFormat::Preserve);
+    graph_ = std::make_unique<at::cuda::CUDAGraph>();
+    torch::cuda::synchronize(device.index());
+    auto stream = c10::cuda::getStreamFromPool(
+        /*isHighPriority=*/false, device.index());
+    {
+      c10::cuda::CUDAStreamGuard stream_guard(stream);
+      for (int i = 0; i < warmup; ++i) {
+        clear_gradients();
+        step(loss);
+      }
+      stream.synchronize();
+      // Gradients made during the capture come from the graph's memory and
+      // are written, not accumulated, by every replay.
+      clear_gradients();
+      // Casts cached by autocast during the capture would be freed when it
+      // ends; the graph must recompute them on every replay.
+      const bool cache = at::autocast::is_autocast_cache_enabled();
+      at::autocast::set_autocast_cache_enabled(false);
+      try {
+        graph_->capture_begin();
+        loss_ = step(loss);
+        graph_->capture_end();
+      } catch (...) {
+        at::autocast::set_autocast_cache_enabled(cache);
+        throw;
+      }
+      at::autocast::set_autocast_cache_enabled(cache);
+    }
+    torch::cuda::synchronize(device.index());
+#else
+    (void)loss;
+    (void)warmup;
+    TORCH_CHECK(
+        false,
+        "resnet: CudaGraphTrainStep needs CUDA, and this program was built "
+        "without it (a CPU-only LibTorch, no CUDA toolkit headers, or "
+        "RESNET_NO_CUDA)");
+#endif
+  }
+
+  /// Copies the batch into the static buffers, replays the step and returns
+  /// the loss (a buffer that the next call overwrites).
+  torch::Tensor operator()(
+      const torch::Tensor& images,
+      const torch::Tensor& targets) {
+    detail::check_captured_like(
+        images, images_, "CudaGraphTrainStep", "images ");
+    detail::check_captured_like(
+        targets, targets_, "CudaGraphTrainStep", "targets ");
+    {
+      torch::NoGradGuard no_grad;
+      images_.copy_(images);
+      targets_.copy_(targets);
+    }
+    replay();
+    return loss_;
+  }
+
+  /// Replays the step on whatever the static buffers hold.
+  void replay() {
+#if RESNET_WITH_CUDA
+    graph_->replay();
+#endif
+  }
+
+  /// The static input buffers; writing them and calling `replay()` avoids a
+  /// copy.
+  const torch::Tensor& images() const {
+    return images_;
+  }
+  const torch::Tensor& targets() const {
+    return targets_;
+  }
+
+ private:
+  void clear_gradients() {
+    for (auto& group : optimizer_.param_groups()) {
+      for (auto& p : group.params()) {
+        p.mutable_grad() = torch::Tensor();
+      }
+    }
+  }
+
+  torch::Tensor step(const LossFunction& loss_function) {
+    auto loss = loss_function(images_, targets_);
+    loss.backward();
+    optimizer_.step();
+    return loss.detach();
+  }
+
+  torch::optim::Optimizer& optimizer_;
+  torch::Tensor images_;
+  torch::Tensor targets_;
+  torch::Tensor loss_;
 #if RESNET_WITH_CUDA
   std::unique_ptr<at::cuda::CUDAGraph> graph_;
 #endif
