@@ -300,18 +300,15 @@ int main(int argc, char** argv) try {
         torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(1e-4));
     scaler = std::make_unique<resnet::GradScaler>(
         resnet::GradScalerOptions().enabled(dtype == torch::kFloat16));
-    iteration = [&] {
-      for (auto& group : optimizer->param_groups()) {
-        for (auto& p : group.params()) {
-          p.mutable_grad() = torch::Tensor(); // zero_grad(set_to_none=True)
-        }
-      }
-      torch::Tensor loss;
-      {
-        resnet::Autocast autocast(
-            device.type(), dtype, /*enabled=*/dtype != torch::kFloat32);
-        loss = torch::cross_entropy_loss(model->forward(images), labels);
-      }
+    const auto loss_of = [&](const torch::Tensor& x, const torch::Tensor& y) {
+      resnet::Autocast autocast(
+          device.type(), dtype, /*enabled=*/dtype != torch::kFloat32);
+      return torch::cross_entropy_loss(model->forward(x), y);
+    };
+    // loss_of by value: it ends with this block, the iteration does not.
+    iteration = [&, loss_of] {
+      resnet::clear_gradients(*optimizer);
+      const auto loss = loss_of(images, labels);
       scaler->scale(loss).backward();
       scaler->step(*optimizer);
       scaler->update();
@@ -319,14 +316,7 @@ int main(int argc, char** argv) try {
     if (args.cuda_graph) {
       // The whole step in one graph: forward, loss, backward, SGD step.
       train_graph = std::make_unique<resnet::CudaGraphTrainStep>(
-          *optimizer,
-          [&](const torch::Tensor& x, const torch::Tensor& y) {
-            resnet::Autocast autocast(
-                device.type(), dtype, /*enabled=*/dtype != torch::kFloat32);
-            return torch::cross_entropy_loss(model->forward(x), y);
-          },
-          images,
-          labels);
+          *optimizer, loss_of, images, labels);
       iteration = [&] { train_graph->replay(); };
     }
   } else {

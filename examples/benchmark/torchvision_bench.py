@@ -6,8 +6,9 @@
 Same flags and the same JSON fields as resnet_benchmark. The counterparts of
 its C++-only speed-ups: --fuse runs torch.jit.optimize_for_inference (batch
 norm folded, oneDNN layout on the CPU) and --cuda-graph captures the forward
-pass (in training, the whole step) with torch.cuda.CUDAGraph. The CIFAR stem (3x3 conv, no max pooling) is
-torchvision's network with conv1 replaced and maxpool removed.
+pass (in training, the whole step) with torch.cuda.CUDAGraph. The CIFAR stem
+(3x3 conv, no max pooling) is torchvision's network with conv1 replaced and
+maxpool removed.
 """
 
 import argparse
@@ -103,11 +104,14 @@ def main():
             scaler = torch.cuda.amp.GradScaler(enabled=dtype == torch.float16)
         autocast = dtype != torch.float32
 
+        def loss_of(**autocast_options):
+            with (torch.autocast(device.type, dtype=dtype, **autocast_options)
+                  if autocast else contextlib.nullcontext()):
+                return torch.nn.functional.cross_entropy(model(images), labels)
+
         def iteration():
             optimizer.zero_grad(set_to_none=True)
-            with (torch.autocast(device.type, dtype=dtype) if autocast
-                  else contextlib.nullcontext()):
-                loss = torch.nn.functional.cross_entropy(model(images), labels)
+            loss = loss_of()
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -115,20 +119,17 @@ def main():
         if a.cuda_graph:
             # The whole step captured: warm-up steps on a side stream, then
             # one step captured with gradients cleared (PyTorch's recipe).
-            step = iteration
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(3):
-                    step()
+                    iteration()
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             optimizer.zero_grad(set_to_none=True)
             with torch.cuda.graph(graph):
-                with torch.autocast(device.type, dtype=dtype, enabled=autocast,
-                                    cache_enabled=False):
-                    static_loss = torch.nn.functional.cross_entropy(model(images), labels)
-                static_loss.backward()
+                # Casts cached by autocast would be freed after the capture.
+                loss_of(cache_enabled=False).backward()
                 optimizer.step()
 
             def iteration():

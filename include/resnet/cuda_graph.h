@@ -11,6 +11,7 @@
 
 #include <ATen/autocast_mode.h>
 #include <c10/util/Exception.h>
+#include <resnet/optim.h>
 #include <torch/optim/optimizer.h>
 #include <torch/optim/sgd.h>
 #include <torch/types.h>
@@ -224,13 +225,13 @@ class CudaGraphTrainStep {
     {
       c10::cuda::CUDAStreamGuard stream_guard(stream);
       for (int i = 0; i < warmup; ++i) {
-        clear_gradients();
+        clear_gradients(optimizer_);
         step(loss);
       }
       stream.synchronize();
       // Gradients made during the capture come from the graph's memory and
       // are written, not accumulated, by every replay.
-      clear_gradients();
+      clear_gradients(optimizer_);
       // Casts cached by autocast during the capture would be freed when it
       // ends; the graph must recompute them on every replay.
       const bool cache = at::autocast::is_autocast_cache_enabled();
@@ -292,14 +293,6 @@ class CudaGraphTrainStep {
   }
 
  private:
-  void clear_gradients() {
-    for (auto& group : optimizer_.param_groups()) {
-      for (auto& p : group.params()) {
-        p.mutable_grad() = torch::Tensor();
-      }
-    }
-  }
-
   torch::Tensor step(const LossFunction& loss_function) {
     auto loss = loss_function(images_, targets_);
     loss.backward();

@@ -93,11 +93,14 @@ inline bool cudnn_takes(
     const torch::Tensor& x,
     const torch::Tensor& weight,
     const torch::Tensor& other) {
+  if (!x.is_cuda()) {
+    return false;
+  }
   const auto dtype = x.scalar_type();
   const bool grad = torch::GradMode::is_enabled() &&
       (x.requires_grad() || weight.requires_grad() ||
        (other.defined() && other.requires_grad()));
-  return x.is_cuda() && x.dim() == 4 && weight.device() == x.device() &&
+  return x.dim() == 4 && weight.device() == x.device() &&
       weight.scalar_type() == dtype &&
       (dtype == torch::kFloat32 || dtype == torch::kFloat16 ||
        dtype == torch::kBFloat16) &&
@@ -165,9 +168,11 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
         detail::cudnn_takes(x, weight, other)) {
       // cuDNN may find no fused kernel for a configuration (dtype, layout,
       // groups); this convolution then runs ATen's kernels from now on, and
-      // `uses_cudnn_fused()` says so.
+      // `uses_cudnn_fused()` says so. Running out of memory is not that.
       try {
         return cudnn_forward(x, post, other);
+      } catch (const c10::OutOfMemoryError&) {
+        throw;
       } catch (const c10::Error&) {
         cudnn_fused_ = false;
       }

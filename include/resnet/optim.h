@@ -24,6 +24,17 @@
 
 namespace resnet {
 
+/// Sets every gradient of `optimizer`'s parameters to none (undefined), as
+/// Python's `zero_grad(set_to_none=True)` does: the next backward pass
+/// writes fresh gradients instead of adding to zeros.
+inline void clear_gradients(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) {
+      p.mutable_grad() = torch::Tensor();
+    }
+  }
+}
+
 namespace detail {
 
 // The key of a parameter in an optimizer's state map: the TensorImpl's
