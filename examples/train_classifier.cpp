@@ -31,9 +31,9 @@ namespace {
 struct Args {
   std::string data = "/usr/share/datasets/fashion-mnist", dataset;
   std::string out = "runs/train", arch = "resnet20", stem = "auto", device;
-  int64_t epochs = 5, batch_size = 128, pad = 4, image_size = 0, workers = 2;
+  int64_t epochs = 5, batch_size = 128, pad = 2, image_size = 0, workers = 2;
   double lr = 0.1, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = -1;
-  double label_smoothing = 0.1, erasing = 0.25, mixup = 0, cutmix = 0;
+  double label_smoothing = 0.1, erasing = 0, mixup = 0, cutmix = 0;
   bool no_nesterov = false, no_flip = false, no_augment = false, resume = false;
   int threads = 0;
   uint64_t seed = 0;

@@ -14,7 +14,7 @@ RESNET_BUILD_ROOT=${RESNET_BUILD_ROOT:-$RESNET_ROOT/build}
 # Debian packages for building and testing against Debian's LibTorch 1.13.
 RESNET_APT_PACKAGES=(
   cmake ninja-build g++ ccache git
-  libtorch-dev libgtest-dev libpng-dev libturbojpeg0-dev zlib1g-dev pkg-config
+  libtorch-dev libgloo-dev libgtest-dev libpng-dev libturbojpeg0-dev zlib1g-dev pkg-config
   nlohmann-json3-dev libcli11-dev
   dataset-fashion-mnist gnuplot-nox
   python3 python3-venv python3-torch python3-torchvision python3-pil

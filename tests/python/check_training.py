@@ -271,9 +271,12 @@ def main():
 
     r = t.run("gz-run", "--data", w("mnist-gz"), "--dataset", "mnist", "--epochs", "1")
     check(r.returncode == 0, "reads gzipped IDX files")
-    r = t.run("cifar-run", "--data", w("cifar"), "--epochs", "3", "--batch-size", "32")
+    # These classes differ by where a bright cell is, which a flip moves to
+    # another class's place: without flips they are learnt exactly.
+    r = t.run("cifar-run", "--data", w("cifar"), "--epochs", "3", "--batch-size", "32",
+              "--no-flip")
     s = json.load(open(w("cifar-run", "summary.json"))) if r.returncode == 0 else {}
-    check(r.returncode == 0 and "cifar10" in r.stdout and s.get("test_accuracy", 0) > 0.5,
+    check(r.returncode == 0 and "cifar10" in r.stdout and s.get("test_accuracy", 0) > 0.9,
           f"trains on CIFAR-10 binary files (accuracy {s.get('test_accuracy')})")
     r = t.run("folder-run", "--data", w("images"), "--epochs", "4", "--batch-size", "16")
     s = json.load(open(w("folder-run", "summary.json"))) if r.returncode == 0 else {}

@@ -1,0 +1,535 @@
+// Data-parallel training (include/resnet/distributed.h): two processes with
+// half a batch each take the same step as one process with the whole batch;
+// a peer that dies or never comes makes the other fail within its timeout;
+// torchrun's environment is read strictly.
+//
+// The multi-process tests start this test binary again as the workers
+// (DistributedWorker.*, chosen by RESNET_DIST_CASE), on loopback.
+
+#include "test_support.h"
+
+#include <resnet/distributed.h>
+
+#include <torch/serialize.h>
+#include <torch/torch.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+namespace dist = resnet::distributed;
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// ---------------------------------------------------------------------------
+// The model and the step both sides take.
+
+// Convolution, group norm and a linear layer, a buffer the forward pass
+// uses, a parameter only some samples use and one no sample uses.
+struct TinyNetImpl : torch::nn::Module {
+  explicit TinyNetImpl(int64_t seed) {
+    torch::manual_seed(seed);
+    conv = register_module("conv", torch::nn::Conv2d(3, 4, 3));
+    norm = register_module("norm", torch::nn::GroupNorm(2, 4));
+    fc = register_module("fc", torch::nn::Linear(4 * 6 * 6, 5));
+    scale = register_buffer("scale", torch::rand({1, 3, 1, 1}) + 0.5);
+    extra = register_parameter("extra", torch::randn({5}));
+    unused = register_parameter("unused", torch::randn({3}));
+  }
+  // Adds `extra` to the logits of the rows where `marked` is true.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& marked) {
+    auto y = fc(torch::relu(norm(conv(x * scale))).flatten(1));
+    if (marked.any().item<bool>()) {
+      y = y + marked.unsqueeze(1).to(y.dtype()) * extra;
+    }
+    return y;
+  }
+  torch::nn::Conv2d conv{nullptr};
+  torch::nn::GroupNorm norm{nullptr};
+  torch::nn::Linear fc{nullptr};
+  torch::Tensor scale, extra, unused;
+};
+TORCH_MODULE(TinyNet);
+
+constexpr int64_t kBatch = 8;
+constexpr int64_t kModelSeed = 7;
+
+struct Batch {
+  torch::Tensor x, y, marked;
+};
+
+// Rows [begin, end) of the batch every process makes alike; the first half
+// is marked.
+Batch batch_rows(int64_t begin, int64_t end) {
+  torch::manual_seed(123);
+  auto x = torch::randn({kBatch, 3, 8, 8});
+  auto y = torch::randint(0, 5, {kBatch}, torch::kLong);
+  auto marked = torch::arange(kBatch) < kBatch / 2;
+  return {
+      x.slice(0, begin, end),
+      y.slice(0, begin, end),
+      marked.slice(0, begin, end)};
+}
+
+// One SGD step; `between` runs after backward, before the step.
+template <class F>
+void sgd_step(TinyNet& net, const Batch& b, F&& between) {
+  torch::optim::SGD sgd(
+      net->parameters(),
+      torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(0.01));
+  sgd.zero_grad();
+  torch::nn::functional::cross_entropy(net->forward(b.x, b.marked), b.y)
+      .backward();
+  between();
+  sgd.step();
+}
+
+std::vector<torch::Tensor> state_of(TinyNet& net) {
+  std::vector<torch::Tensor> out;
+  for (const auto& t : net->parameters()) {
+    out.push_back(t.detach().clone());
+  }
+  for (const auto& t : net->buffers()) {
+    out.push_back(t.detach().clone());
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Workers: this binary again, one test chosen by RESNET_DIST_CASE.
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v ? v : fallback;
+}
+
+TEST(DistributedWorker, RunsTheCaseInTheEnvironment) {
+  const std::string which = env_or("RESNET_DIST_CASE", "");
+  if (which.empty()) {
+    GTEST_SKIP() << "started by the Distributed tests only";
+  }
+  const milliseconds timeout(std::stoll(env_or("RESNET_DIST_TIMEOUT_MS", "")));
+  const fs::path dir = env_or("RESNET_DIST_DIR", "");
+  dist::Group group(dist::from_environment(), timeout);
+  if (which == "train") {
+    // Each rank starts from other weights: broadcast_module must fix that.
+    TinyNet net(kModelSeed + group.rank());
+    dist::broadcast_module(*net, group);
+    const int64_t half = kBatch / group.size();
+    const auto b = batch_rows(group.rank() * half, (group.rank() + 1) * half);
+    // A tiny bucket size makes several buckets.
+    sgd_step(net, b, [&] { dist::average_gradients(*net, group, 256); });
+    torch::save(
+        state_of(net),
+        (dir / ("rank" + std::to_string(group.rank()) + ".pt")).string());
+    group.barrier();
+  } else if (which == "exit_after_join") {
+    group.barrier();
+    if (group.rank() == 1) {
+      std::_Exit(0);
+    }
+    auto t = torch::ones({1000});
+    for (int i = 0; i < 100; ++i) {
+      group.all_reduce_sum_({t});
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    FAIL() << "rank 0 kept reducing after rank 1 exited";
+  } else if (which == "other_model") {
+    // Rank 1's network has a parameter more than rank 0's.
+    TinyNet net(kModelSeed);
+    if (group.rank() == 1) {
+      net->register_parameter("more", torch::zeros({2}));
+    }
+    dist::broadcast_module(*net, group);
+    FAIL() << "broadcast_module accepted different modules";
+  } else if (which == "join_only") {
+    FAIL() << "joined although a rank is missing";
+  } else {
+    FAIL() << "unknown RESNET_DIST_CASE " << which;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The parent side.
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  EXPECT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// A fresh folder, removed with the object.
+struct TempDir {
+  TempDir() {
+    std::string pattern =
+        (fs::temp_directory_path() / "resnet_dist_XXXXXX").string();
+    EXPECT_NE(::mkdtemp(pattern.data()), nullptr);
+    path = pattern;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    fs::remove_all(path, ignored);
+  }
+  fs::path path;
+};
+
+// A worker process; killed if still running when the object goes.
+struct Worker {
+  pid_t pid = -1;
+  fs::path log;
+  int status = 0;
+  double seconds_taken = 0;
+
+  ~Worker() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+
+  // Waits at most `limit`; false (and the process killed) if it ran over.
+  bool wait(seconds limit) {
+    if (pid <= 0) {
+      return false;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    while (true) {
+      const pid_t done = ::waitpid(pid, &status, WNOHANG);
+      seconds_taken = std::chrono::duration<double>(
+                          std::chrono::steady_clock::now() - start)
+                          .count();
+      if (done == pid) {
+        pid = -1;
+        return true;
+      }
+      if (std::chrono::steady_clock::now() - start > limit) {
+        return false;
+      }
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+  }
+  bool exited_ok() const {
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+  std::string output() const {
+    std::ifstream in(log);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+};
+
+// Starts rank `rank` of `world` running `which`, its output in `dir`.
+void start_worker(
+    Worker& w,
+    const std::string& which,
+    int rank,
+    int world,
+    int port,
+    milliseconds timeout,
+    const fs::path& dir) {
+  const std::map<std::string, std::string> set = {
+      {"RANK", std::to_string(rank)},
+      {"WORLD_SIZE", std::to_string(world)},
+      {"LOCAL_RANK", std::to_string(rank)},
+      {"MASTER_ADDR", "127.0.0.1"},
+      {"MASTER_PORT", std::to_string(port)},
+      {"RESNET_DIST_CASE", which},
+      {"RESNET_DIST_TIMEOUT_MS", std::to_string(timeout.count())},
+      {"RESNET_DIST_DIR", dir.string()}};
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    const std::string name = entry.substr(0, entry.find('='));
+    // GoogleTest's own (report file, sharding) are the parent's.
+    if (set.count(name) == 0 && name.rfind("GTEST_", 0) != 0) {
+      env.push_back(entry);
+    }
+  }
+  for (const auto& [name, value] : set) {
+    env.push_back(name + "=" + value);
+  }
+  std::vector<char*> envp;
+  for (auto& e : env) {
+    envp.push_back(e.data());
+  }
+  envp.push_back(nullptr);
+  std::string self = "/proc/self/exe";
+  std::string filter = "--gtest_filter=DistributedWorker.*";
+  char* argv[] = {self.data(), filter.data(), nullptr};
+
+  w.log = dir / (which + "_rank" + std::to_string(rank) + ".log");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(
+      &actions, 1, w.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  const int rc =
+      posix_spawn(&w.pid, self.c_str(), &actions, nullptr, argv, envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  ASSERT_EQ(rc, 0) << "posix_spawn: " << std::strerror(rc);
+}
+
+// Starts ranks 0 and 1 of two on one free port.
+void start_pair(
+    Worker& w0,
+    Worker& w1,
+    const std::string& which,
+    milliseconds timeout,
+    const fs::path& dir) {
+  const int port = free_port();
+  ASSERT_NO_FATAL_FAILURE(start_worker(w0, which, 0, 2, port, timeout, dir));
+  ASSERT_NO_FATAL_FAILURE(start_worker(w1, which, 1, 2, port, timeout, dir));
+}
+
+#define SKIP_WITHOUT_C10D()                                                 \
+  if (!dist::available()) {                                                 \
+    GTEST_SKIP() << "this build has no c10d Gloo (RESNET_WITH_C10D unset)"; \
+  }
+
+TEST(Distributed, TwoHalfBatchesTakeTheStepOfTheWholeBatch) {
+  SKIP_WITHOUT_C10D();
+  TempDir dir;
+  Worker w0, w1;
+  ASSERT_NO_FATAL_FAILURE(start_pair(w0, w1, "train", seconds(60), dir.path));
+  ASSERT_TRUE(w0.wait(seconds(120))) << "rank 0 hung:\n" << w0.output();
+  ASSERT_TRUE(w1.wait(seconds(120))) << "rank 1 hung:\n" << w1.output();
+  ASSERT_TRUE(w0.exited_ok()) << w0.output();
+  ASSERT_TRUE(w1.exited_ok()) << w1.output();
+
+  TinyNet reference(kModelSeed);
+  const auto before = state_of(reference);
+  sgd_step(reference, batch_rows(0, kBatch), [] {});
+  const auto expected = state_of(reference);
+  const auto names = reference->named_parameters().keys();
+  for (int rank = 0; rank < 2; ++rank) {
+    std::vector<torch::Tensor> got;
+    torch::load(
+        got, (dir.path / ("rank" + std::to_string(rank) + ".pt")).string());
+    ASSERT_EQ(got.size(), expected.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      const std::string what = "rank " + std::to_string(rank) + ", " +
+          (i < names.size() ? names[i] : "buffer scale");
+      EXPECT_TRUE(torch::allclose(got[i], expected[i], 1e-5, 1e-6))
+          << what << ": largest difference "
+          << (got[i] - expected[i]).abs().max().item<double>();
+    }
+  }
+  // The step moved the weights, and the one parameter no sample uses did
+  // not move: it has no gradient anywhere, so SGD's weight decay skips it.
+  EXPECT_FALSE(torch::allclose(before[0], expected[0]));
+  const auto unused = std::find(names.begin(), names.end(), "unused");
+  ASSERT_NE(unused, names.end());
+  EXPECT_TRUE(torch::equal(
+      before[unused - names.begin()], expected[unused - names.begin()]));
+}
+
+TEST(Distributed, APeerThatExitsMakesTheOtherFailWithinTheTimeout) {
+  SKIP_WITHOUT_C10D();
+  TempDir dir;
+  Worker w0, w1;
+  ASSERT_NO_FATAL_FAILURE(
+      start_pair(w0, w1, "exit_after_join", seconds(5), dir.path));
+  ASSERT_TRUE(w1.wait(seconds(60))) << w1.output();
+  ASSERT_TRUE(w0.wait(seconds(30)))
+      << "rank 0 still running 30 s after its peer exited:\n"
+      << w0.output();
+  EXPECT_FALSE(w0.exited_ok()) << w0.output();
+  EXPECT_NE(
+      w0.output().find("resnet: all_reduce failed on rank 0 of 2"),
+      std::string::npos)
+      << w0.output();
+}
+
+TEST(Distributed, BroadcastModuleRejectsAModuleUnlikeRankZeros) {
+  SKIP_WITHOUT_C10D();
+  TempDir dir;
+  Worker w0, w1;
+  ASSERT_NO_FATAL_FAILURE(
+      start_pair(w0, w1, "other_model", seconds(5), dir.path));
+  ASSERT_TRUE(w1.wait(seconds(60))) << w1.output();
+  ASSERT_TRUE(w0.wait(seconds(30))) << w0.output();
+  EXPECT_FALSE(w1.exited_ok()) << w1.output();
+  EXPECT_FALSE(w0.exited_ok()) << w0.output();
+  EXPECT_NE(
+      w1.output().find("resnet: broadcast_module: rank 1's module has 10 "
+                       "tensors with 858 elements, rank 0's has 9 with 856"),
+      std::string::npos)
+      << w1.output();
+}
+
+TEST(Distributed, AMissingRankMakesStartUpFailWithinBoundedTime) {
+  SKIP_WITHOUT_C10D();
+  TempDir dir;
+  Worker w0;
+  ASSERT_NO_FATAL_FAILURE(
+      start_worker(w0, "join_only", 0, 2, free_port(), seconds(5), dir.path));
+  ASSERT_TRUE(w0.wait(seconds(40)))
+      << "rank 0 of 2 still waiting 40 s after start with a 5 s timeout:\n"
+      << w0.output();
+  EXPECT_FALSE(w0.exited_ok()) << w0.output();
+  EXPECT_NE(
+      w0.output().find("resnet: rank 0 could not join 2 processes"),
+      std::string::npos)
+      << w0.output();
+}
+
+// ---------------------------------------------------------------------------
+// In this process.
+
+// Sets environment variables for one test, restoring them afterwards.
+class ScopedEnvironment {
+ public:
+  explicit ScopedEnvironment(std::map<std::string, const char*> values) {
+    for (const char* name :
+         {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) {
+      const char* old = std::getenv(name);
+      saved_.emplace_back(
+          name, old ? std::optional<std::string>(old) : std::nullopt);
+      ::unsetenv(name);
+    }
+    for (const auto& [name, value] : values) {
+      ::setenv(name.c_str(), value, 1);
+    }
+  }
+  ~ScopedEnvironment() {
+    for (const auto& [name, value] : saved_) {
+      if (value) {
+        ::setenv(name.c_str(), value->c_str(), 1);
+      } else {
+        ::unsetenv(name.c_str());
+      }
+    }
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
+std::string environment_error(std::map<std::string, const char*> values) {
+  ScopedEnvironment scoped(std::move(values));
+  try {
+    dist::from_environment();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(DistributedEnvironment, ReadsTorchrunsVariables) {
+  {
+    ScopedEnvironment none({});
+    const auto env = dist::from_environment();
+    EXPECT_EQ(env.rank, 0);
+    EXPECT_EQ(env.world_size, 1);
+    EXPECT_EQ(env.local_rank, 0);
+  }
+  ScopedEnvironment all(
+      {{"RANK", "3"},
+       {"WORLD_SIZE", "4"},
+       {"LOCAL_RANK", "1"},
+       {"MASTER_ADDR", "node0"},
+       {"MASTER_PORT", "1234"}});
+  const auto env = dist::from_environment();
+  EXPECT_EQ(env.rank, 3);
+  EXPECT_EQ(env.world_size, 4);
+  EXPECT_EQ(env.local_rank, 1);
+  EXPECT_EQ(env.master_addr, "node0");
+  EXPECT_EQ(env.master_port, 1234);
+}
+
+TEST(DistributedEnvironment, MalformedValuesNameTheVariable) {
+  EXPECT_EQ(
+      environment_error({{"RANK", "x"}, {"WORLD_SIZE", "2"}}),
+      "resnet: RANK must be an integer in [0, WORLD_SIZE) = [0, 2), got 'x'");
+  EXPECT_EQ(
+      environment_error({{"RANK", "2"}, {"WORLD_SIZE", "2"}}),
+      "resnet: RANK must be an integer in [0, WORLD_SIZE) = [0, 2), got '2'");
+  EXPECT_EQ(
+      environment_error({{"RANK", "0"}, {"WORLD_SIZE", "0"}}),
+      "resnet: WORLD_SIZE must be an integer >= 1, got '0'");
+  EXPECT_EQ(
+      environment_error({{"RANK", "0"}, {"WORLD_SIZE", "2x"}}),
+      "resnet: WORLD_SIZE must be an integer >= 1, got '2x'");
+  EXPECT_EQ(
+      environment_error({{"RANK", "0"}}),
+      "resnet: RANK is set but WORLD_SIZE is not; set both (torchrun does) "
+      "or neither for one process");
+  EXPECT_EQ(
+      environment_error(
+          {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "-1"}}),
+      "resnet: LOCAL_RANK must be an integer in [0, WORLD_SIZE) = [0, 2), "
+      "got '-1'");
+  EXPECT_EQ(
+      environment_error(
+          {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "70000"}}),
+      "resnet: MASTER_PORT must be a port number in [1, 65535], got '70000'");
+  EXPECT_EQ(
+      environment_error(
+          {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "http"}}),
+      "resnet: MASTER_PORT must be a port number in [1, 65535], got 'http'");
+  EXPECT_EQ(
+      environment_error(
+          {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", ""}}),
+      "resnet: MASTER_ADDR must name rank 0's host, got ''");
+}
+
+TEST(Distributed, OneProcessNeedsNoPeersAndChangesNothing) {
+  dist::Group group(dist::Environment{}, milliseconds(100));
+  EXPECT_EQ(group.size(), 1);
+  TinyNet net(kModelSeed);
+  const auto before = state_of(net);
+  dist::broadcast_module(*net, group);
+  auto t = torch::arange(4.0);
+  group.all_reduce_mean_({t});
+  group.all_reduce_sum_({t});
+  group.barrier();
+  EXPECT_TRUE(torch::equal(t, torch::arange(4.0)));
+  const auto after = state_of(net);
+  for (size_t i = 0; i < before.size(); ++i) {
+    EXPECT_TRUE(torch::equal(before[i], after[i]));
+  }
+}
+
+TEST(Distributed, WithoutC10dMoreThanOneProcessIsAClearError) {
+  if (dist::available()) {
+    GTEST_SKIP() << "this build has c10d Gloo";
+  }
+  dist::Environment env;
+  env.world_size = 2;
+  const auto message = resnet_test::error_of([&] { dist::Group g(env); });
+  EXPECT_NE(message.find("needs c10d with Gloo"), std::string::npos) << message;
+}
+
+} // namespace
