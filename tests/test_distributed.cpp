@@ -107,17 +107,6 @@ void sgd_step(TinyNet& net, const Batch& b, F&& between) {
   sgd.step();
 }
 
-std::vector<torch::Tensor> state_of(TinyNet& net) {
-  std::vector<torch::Tensor> out;
-  for (const auto& t : net->parameters()) {
-    out.push_back(t.detach().clone());
-  }
-  for (const auto& t : net->buffers()) {
-    out.push_back(t.detach().clone());
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------------------
 // Workers: this binary again, one test chosen by RESNET_DIST_CASE.
 
@@ -143,7 +132,7 @@ TEST(DistributedWorker, RunsTheCaseInTheEnvironment) {
     // A tiny bucket size makes several buckets.
     sgd_step(net, b, [&] { dist::average_gradients(*net, group, 256); });
     torch::save(
-        state_of(net),
+        resnet_test::snapshot(*net),
         (dir / ("rank" + std::to_string(group.rank()) + ".pt")).string());
     group.barrier();
   } else if (which == "exit_after_join") {
@@ -329,18 +318,20 @@ TEST(Distributed, TwoHalfBatchesTakeTheStepOfTheWholeBatch) {
   ASSERT_TRUE(w1.exited_ok()) << w1.output();
 
   TinyNet reference(kModelSeed);
-  const auto before = state_of(reference);
+  const auto before = resnet_test::snapshot(*reference);
   sgd_step(reference, batch_rows(0, kBatch), [] {});
-  const auto expected = state_of(reference);
-  const auto names = reference->named_parameters().keys();
+  const auto expected = resnet_test::snapshot(*reference);
+  std::vector<std::string> names;
+  for (const auto& item : resnet::state_dict(*reference)) {
+    names.push_back(item.first);
+  }
   for (int rank = 0; rank < 2; ++rank) {
     std::vector<torch::Tensor> got;
     torch::load(
         got, (dir.path / ("rank" + std::to_string(rank) + ".pt")).string());
     ASSERT_EQ(got.size(), expected.size());
     for (size_t i = 0; i < got.size(); ++i) {
-      const std::string what = "rank " + std::to_string(rank) + ", " +
-          (i < names.size() ? names[i] : "buffer scale");
+      const std::string what = "rank " + std::to_string(rank) + ", " + names[i];
       EXPECT_TRUE(torch::allclose(got[i], expected[i], 1e-5, 1e-6))
           << what << ": largest difference "
           << (got[i] - expected[i]).abs().max().item<double>();
@@ -366,9 +357,8 @@ TEST(Distributed, APeerThatExitsMakesTheOtherFailWithinTheTimeout) {
       << "rank 0 still running 30 s after its peer exited:\n"
       << w0.output();
   EXPECT_FALSE(w0.exited_ok()) << w0.output();
-  EXPECT_NE(
-      w0.output().find("resnet: all_reduce failed on rank 0 of 2"),
-      std::string::npos)
+  EXPECT_TRUE(resnet_test::contains(
+      w0.output(), "resnet: all_reduce failed on rank 0 of 2"))
       << w0.output();
 }
 
@@ -382,10 +372,10 @@ TEST(Distributed, BroadcastModuleRejectsAModuleUnlikeRankZeros) {
   ASSERT_TRUE(w0.wait(seconds(30))) << w0.output();
   EXPECT_FALSE(w1.exited_ok()) << w1.output();
   EXPECT_FALSE(w0.exited_ok()) << w0.output();
-  EXPECT_NE(
-      w1.output().find("resnet: broadcast_module: rank 1's module has 10 "
-                       "tensors with 858 elements, rank 0's has 9 with 856"),
-      std::string::npos)
+  EXPECT_TRUE(resnet_test::contains(
+      w1.output(),
+      "resnet: broadcast_module: rank 1's module has 10 "
+      "tensors with 858 elements, rank 0's has 9 with 856"))
       << w1.output();
 }
 
@@ -399,9 +389,8 @@ TEST(Distributed, AMissingRankMakesStartUpFailWithinBoundedTime) {
       << "rank 0 of 2 still waiting 40 s after start with a 5 s timeout:\n"
       << w0.output();
   EXPECT_FALSE(w0.exited_ok()) << w0.output();
-  EXPECT_NE(
-      w0.output().find("resnet: rank 0 could not join 2 processes"),
-      std::string::npos)
+  EXPECT_TRUE(resnet_test::contains(
+      w0.output(), "resnet: rank 0 could not join 2 processes"))
       << w0.output();
 }
 
@@ -509,17 +498,14 @@ TEST(Distributed, OneProcessNeedsNoPeersAndChangesNothing) {
   dist::Group group(dist::Environment{}, milliseconds(100));
   EXPECT_EQ(group.size(), 1);
   TinyNet net(kModelSeed);
-  const auto before = state_of(net);
+  const auto before = resnet_test::snapshot(*net);
   dist::broadcast_module(*net, group);
   auto t = torch::arange(4.0);
   group.all_reduce_mean_({t});
   group.all_reduce_sum_({t});
   group.barrier();
   EXPECT_TRUE(torch::equal(t, torch::arange(4.0)));
-  const auto after = state_of(net);
-  for (size_t i = 0; i < before.size(); ++i) {
-    EXPECT_TRUE(torch::equal(before[i], after[i]));
-  }
+  EXPECT_TRUE(resnet_test::unchanged(*net, before));
 }
 
 TEST(Distributed, WithoutC10dMoreThanOneProcessIsAClearError) {
@@ -529,7 +515,8 @@ TEST(Distributed, WithoutC10dMoreThanOneProcessIsAClearError) {
   dist::Environment env;
   env.world_size = 2;
   const auto message = resnet_test::error_of([&] { dist::Group g(env); });
-  EXPECT_NE(message.find("needs c10d with Gloo"), std::string::npos) << message;
+  EXPECT_TRUE(resnet_test::contains(message, "needs c10d with Gloo"))
+      << message;
 }
 
 } // namespace

@@ -461,14 +461,14 @@ class Group {
 /// Gives every process rank 0's parameters and buffers. Throws, naming
 /// both, if this process's module has other tensors than rank 0's.
 inline void broadcast_module(torch::nn::Module& module, Group& group) {
+  if (group.size() == 1) {
+    return;
+  }
   std::vector<torch::Tensor> tensors = module.parameters();
   for (const auto& b : module.buffers()) {
     if (b.defined()) {
       tensors.push_back(b);
     }
-  }
-  if (group.size() == 1) {
-    return;
   }
   // What the module holds: tensor count, elements, and a hash of shapes
   // and dtypes; rank 0's goes to all, each compares with its own.
