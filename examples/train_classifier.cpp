@@ -5,12 +5,17 @@
 // image folders DIR/{train,test}/<class>/. Into --out go metrics.csv,
 // steps.csv, curves.png (gnuplot), best.pt and last.pt (for torch.load and
 // resnet::load_state_dict), summary.json and checkpoint/: Ctrl-C saves one,
-// --resume continues exactly. Builds alone with find_package(resnet) and
-// CLI11, linking resnet::resnet CLI11::CLI11 ZLIB::ZLIB PNG::PNG libturbojpeg.
+// --resume continues exactly. Under torchrun (or examples/launch.sh) it runs
+// data-parallel over c10d, --batch-size split among the processes. Builds
+// alone with find_package(resnet) and CLI11, linking resnet::resnet
+// CLI11::CLI11 ZLIB::ZLIB PNG::PNG libturbojpeg (for several processes also
+// defining RESNET_WITH_C10D=1 USE_DISTRIBUTED USE_C10D_GLOO, see
+// resnet/distributed.h).
 
 #include <resnet/data/augment.h>
 #include <resnet/data/datasets.h>
 #include <resnet/data/loader.h>
+#include <resnet/distributed.h>
 #include <resnet/resnet.h>
 #include <resnet/training.h>
 
@@ -35,8 +40,10 @@ struct Args {
   double lr = 0.1, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = -1;
   double label_smoothing = 0.1, erasing = 0, mixup = 0, cutmix = 0;
   bool no_nesterov = false, no_flip = false, no_augment = false, resume = false;
+  bool sync_bn = false;
   int threads = 0;
   uint64_t seed = 0;
+  double timeout = 300;
   int64_t train_limit = 0, test_limit = 0, stop_after = 0;
 };
 
@@ -79,8 +86,11 @@ Args parse_args(int argc, char** argv) {
   opt("--threads", a.threads, "0: OMP_NUM_THREADS")->check(CLI::Range(0, 4096));
   opt("--workers", a.workers, "batch threads")->check(CLI::Range(0, 64));
   opt("--seed", a.seed, "")->check(CLI::Range(0.0, 1.8e19));
+  opt("--timeout", a.timeout, "seconds to wait for other processes")
+      ->check(CLI::Range(1e-3, 1e7));
   opt("--out", a.out, "output folder");
   app.add_flag("--resume", a.resume, "continue the run in --out");
+  app.add_flag("--sync-bn", a.sync_bn, "batch norm over all processes");
   opt("--train-limit", a.train_limit, "the first N train images")->check(count);
   opt("--test-limit", a.test_limit, "the first N test images")->check(count);
   opt("--stop-after", a.stop_after, "stop after N steps, as Ctrl-C")
@@ -98,8 +108,10 @@ Args parse_args(int argc, char** argv) {
 // Everything the steps of main share.
 struct Run {
   Args args;
-  // Only the first process of a multi-process launch talks and writes.
-  bool talk = !std::getenv("RANK") || std::string(std::getenv("RANK")) == "0";
+  // The processes of a torchrun launch (or just this one); only rank 0
+  // talks and writes.
+  std::unique_ptr<resnet::distributed::Group> group;
+  bool talk = true;
   torch::Device device = torch::kCPU;
   rd::TrainTest data;
   std::vector<double> mean, std;
@@ -138,12 +150,14 @@ void build_model(Run& r) {
   const auto& a = r.args;
   const auto stem = resnet::parse_stem(a.stem, r.data.train.height());
   torch::manual_seed(a.seed);
-  r.model = resnet::create(
-      a.arch,
-      resnet::ResNetOptions()
-          .num_classes(r.classes)
-          .in_channels(r.data.train.channels())
-          .stem(stem));
+  const auto options = resnet::ResNetOptions()
+                           .num_classes(r.classes)
+                           .in_channels(r.data.train.channels())
+                           .stem(stem);
+  r.model = a.sync_bn
+      ? resnet::create<resnet::distributed::SyncBatchNorm2d>(a.arch, options)
+      : resnet::create(a.arch, options);
+  resnet::distributed::synchronize_batch_norm(*r.model, *r.group);
   r.model->to(r.device);
   resnet::to_channels_last(*r.model); // faster on GPUs and oneDNN CPUs
   r.optimizer = std::make_unique<resnet::ForeachSGD>(
@@ -152,7 +166,9 @@ void build_model(Run& r) {
           .momentum(a.momentum)
           .nesterov(!a.no_nesterov && a.momentum > 0)
           .weight_decay(a.weight_decay));
-  r.steps_per_epoch = (*r.data.train.size() + a.batch_size - 1) / a.batch_size;
+  const int64_t world = r.group->size(), batch = a.batch_size / world;
+  const int64_t shard = (*r.data.train.size() + world - 1) / world;
+  r.steps_per_epoch = (shard + batch - 1) / batch;
   const int64_t total = r.steps_per_epoch * a.epochs;
   const auto warmup =
       a.warmup_epochs < 0 ? std::nullopt : std::optional(a.warmup_epochs);
@@ -160,7 +176,9 @@ void build_model(Run& r) {
   if (r.talk) {
     std::cout << "model: " << a.arch << " (" << resnet::to_string(stem)
               << " stem), " << r.device << (r.device.is_cuda() ? " bf16" : "")
-              << " channels_last, " << torch::get_num_threads() << " threads\n";
+              << " channels_last, " << torch::get_num_threads() << " threads"
+              << (world > 1 ? " x " + std::to_string(world) + " processes" : "")
+              << "\n";
   }
 }
 
@@ -228,7 +246,7 @@ void evaluate(Run& r) {
   r.model->eval();
   torch::NoGradGuard no_grad;
   rd::Loader loader(
-      r.data.test,
+      r.data.test.shard(r.group->rank(), r.group->size()),
       rd::LoaderOptions()
           .batch_size(std::max<int64_t>(r.args.batch_size, 256))
           .shuffle(false)
@@ -239,6 +257,9 @@ void evaluate(Run& r) {
   while (auto b = loader.next()) {
     r.test->add(forward(r, prepare(r, *b, false).first), b->targets);
   }
+  auto totals = r.test->totals(); // of all the processes' shares
+  r.group->all_reduce_sum_({totals});
+  r.test = resnet::ConfusionMatrix::from_totals(totals);
 }
 
 // Trains to the end of the current epoch. Returns the images per second, or
@@ -263,11 +284,21 @@ std::optional<double> train_epoch(Run& r, rd::Loader& loader) {
     const auto logits = forward(r, x);
     const auto loss = rd::cross_entropy(logits, y, r.args.label_smoothing);
     loss.backward();
+    resnet::distributed::average_gradients(*r.model, *r.group);
     r.optimizer->step();
-    const double value = loss.item<double>();
+    resnet::EpochTotals mine;
+    mine.add(loss.item<double>(), logits, b->targets);
+    const bool stop = resnet::interrupt_requested() ||
+        ++steps_in_process == r.args.stop_after;
+    // The step's totals and whether to stop, summed over the processes.
+    const auto sum = r.group->sum(
+        {mine.loss, mine.correct * 1.0, mine.seen * 1.0, stop * 1.0});
+    const double value = sum[0] / sum[2];
     TORCH_CHECK(std::isfinite(value), "the loss diverged; try a lower --lr");
-    at.epoch.add(value, logits, b->targets);
-    images += b->targets.size(0);
+    at.epoch.loss += sum[0];
+    at.epoch.correct += static_cast<int64_t>(sum[1]);
+    at.epoch.seen += static_cast<int64_t>(sum[2]);
+    images += static_cast<int64_t>(sum[2]);
     at.seconds += resnet::seconds_since(t0);
     t0 = std::chrono::steady_clock::now();
     if (r.log) {
@@ -276,8 +307,7 @@ std::optional<double> train_epoch(Run& r, rd::Loader& loader) {
     // Crash-safety tests: RESNET_CRASH_AT=step:N, after optimizer step N.
     resnet::crash_point("step:" + std::to_string(++at.step));
     bar.update(b->index + 1, at.epoch.to_string(), images);
-    if (resnet::interrupt_requested() ||
-        ++steps_in_process == r.args.stop_after) {
+    if (sum[3] > 0) {
       return std::nullopt;
     }
   }
@@ -345,8 +375,21 @@ int main(int argc, char** argv) try {
   r.args = parse_args(argc, argv);
   const auto& a = r.args;
   resnet::set_num_threads(a.threads);
+  r.group = std::make_unique<resnet::distributed::Group>(
+      resnet::distributed::from_environment(),
+      std::chrono::milliseconds(std::llround(a.timeout * 1000)));
+  r.talk = r.group->rank() == 0;
+  TORCH_CHECK(
+      a.batch_size % r.group->size() == 0,
+      "--batch-size ",
+      a.batch_size,
+      " does not split evenly over ",
+      r.group->size(),
+      " processes");
   r.device = a.device.empty() ? resnet::default_device()
                               : resnet::parse_device(a.device);
+  r.device =
+      resnet::distributed::process_device(r.device, r.group->environment());
   if (r.device.is_cpu()) { // reusing freed activations' memory is faster
     resnet::enable_cpu_memory_cache();
   }
@@ -354,6 +397,8 @@ int main(int argc, char** argv) try {
   build_model(r);
   std::filesystem::create_directories(a.out);
   const bool resumed = a.resume && resume(r);
+  r.group->expect_same(r.at.step, "step to resume from (is --out shared?)");
+  resnet::distributed::broadcast_module(*r.model, *r.group);
   if (r.talk) {
     r.log = std::make_unique<resnet::TrainingLog>(
         a.out,
@@ -363,8 +408,10 @@ int main(int argc, char** argv) try {
   rd::Loader loader(
       r.data.train,
       rd::LoaderOptions()
-          .batch_size(a.batch_size)
+          .batch_size(a.batch_size / r.group->size())
           .seed(a.seed)
+          .rank(r.group->rank())
+          .world_size(r.group->size())
           .workers(a.workers)
           .device(r.device));
   resnet::stop_on_interrupt();

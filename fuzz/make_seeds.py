@@ -191,6 +191,7 @@ def flag_seeds(out):
              "--momentum", "0.8", "--no-nesterov", "--weight-decay", "1e-4",
              "--pad", "2", "--test-limit", "10", "--stop-after", "5",
              "--device", "cpu"],
+            ["--sync-bn", "--timeout", "30", "--workers", "1"],
             ["--help"],
         ],
         "classify": [

@@ -623,6 +623,24 @@ TEST(Datasets, ImageDatasetGetSizeAndHead) {
   for (int64_t n : {0, -1, 4, 9}) {
     EXPECT_EQ(d.head(n).size().value(), 4u) << n;
   }
+  // Shards: consecutive, sizes within one, every example once.
+  for (int64_t parts : {1, 3, 4, 6}) {
+    std::vector<int64_t> seen;
+    for (int64_t part = 0; part < parts; ++part) {
+      const auto s = d.shard(part, parts);
+      EXPECT_EQ(s.size().value(), (4 * (part + 1) / parts) - 4 * part / parts);
+      EXPECT_EQ(s.classes(), d.classes());
+      const auto t = targets_of(s);
+      seen.insert(seen.end(), t.begin(), t.end());
+    }
+    EXPECT_EQ(seen, targets_of(d)) << parts;
+  }
+  EXPECT_TRUE(torch::equal(d.shard(1, 2).images(), images.slice(0, 2, 4)));
+  for (auto [part, parts] : {std::pair{2, 2}, {-1, 2}, {0, 0}}) {
+    EXPECT_TRUE(contains(
+        error_of([&] { d.shard(part, parts); }),
+        "ImageDataset::shard expects 0 <= part < parts"));
+  }
   // A torch::data dataset: batches stack.
   auto stacked = d.map(torch::data::transforms::Stack<>());
   const auto batch = stacked.get_batch({1, 3});

@@ -74,6 +74,31 @@ struct TinyNetImpl : torch::nn::Module {
 };
 TORCH_MODULE(TinyNet);
 
+// Convolution, batch norm (plain or synchronized) and a linear layer, in
+// channels_last like the trainer's networks.
+template <class Norm>
+struct BatchNormNetImpl : torch::nn::Module {
+  explicit BatchNormNetImpl(int64_t seed) {
+    torch::manual_seed(seed);
+    conv = register_module("conv", torch::nn::Conv2d(3, 4, 3));
+    norm = register_module("norm", Norm(4));
+    fc = register_module("fc", torch::nn::Linear(4 * 6 * 6, 5));
+    // Not the identity, so that the affine gradients matter.
+    torch::NoGradGuard no_grad;
+    norm->weight.uniform_(0.5, 1.5);
+    norm->bias.uniform_(-0.5, 0.5);
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const auto h = conv(x).contiguous(torch::MemoryFormat::ChannelsLast);
+    return fc(torch::relu(norm(h)).flatten(1));
+  }
+  torch::nn::Conv2d conv{nullptr};
+  Norm norm{nullptr};
+  torch::nn::Linear fc{nullptr};
+};
+template <class Norm>
+using BatchNormNet = std::shared_ptr<BatchNormNetImpl<Norm>>;
+
 constexpr int64_t kBatch = 8;
 constexpr int64_t kModelSeed = 7;
 
@@ -107,6 +132,28 @@ void sgd_step(TinyNet& net, const Batch& b, F&& between) {
   sgd.step();
 }
 
+// Two SGD steps of a BatchNormNet on rows [begin, end) of the batch;
+// `between` runs after each backward, before the step.
+template <class Norm, class F>
+std::vector<torch::Tensor> batch_norm_steps(
+    BatchNormNetImpl<Norm>& net,
+    int64_t begin,
+    int64_t end,
+    F&& between) {
+  torch::optim::SGD sgd(
+      net.parameters(),
+      torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(0.01));
+  for (int step = 0; step < 2; ++step) {
+    const auto b = batch_rows(begin, end);
+    sgd.zero_grad();
+    torch::nn::functional::cross_entropy(net.forward(b.x * (step + 1)), b.y)
+        .backward();
+    between();
+    sgd.step();
+  }
+  return resnet_test::snapshot(net);
+}
+
 // ---------------------------------------------------------------------------
 // Workers: this binary again, one test chosen by RESNET_DIST_CASE.
 
@@ -135,6 +182,18 @@ TEST(DistributedWorker, RunsTheCaseInTheEnvironment) {
         resnet_test::snapshot(*net),
         (dir / ("rank" + std::to_string(group.rank()) + ".pt")).string());
     group.barrier();
+  } else if (which == "sync_bn") {
+    BatchNormNetImpl<dist::SyncBatchNorm2d> net(kModelSeed);
+    EXPECT_EQ(dist::synchronize_batch_norm(net, group), 1);
+    const int64_t half = kBatch / group.size();
+    const auto state = batch_norm_steps(
+        net, group.rank() * half, (group.rank() + 1) * half, [&] {
+          dist::average_gradients(net, group);
+        });
+    torch::save(
+        state,
+        (dir / ("rank" + std::to_string(group.rank()) + ".pt")).string());
+    group.barrier();
   } else if (which == "exit_after_join") {
     group.barrier();
     if (group.rank() == 1) {
@@ -154,6 +213,15 @@ TEST(DistributedWorker, RunsTheCaseInTheEnvironment) {
     }
     dist::broadcast_module(*net, group);
     FAIL() << "broadcast_module accepted different modules";
+  } else if (which == "agree") {
+    const auto sum = group.sum({group.rank() + 1.0, 10.0});
+    EXPECT_EQ(sum, (std::vector<double>{3.0, 20.0}));
+    group.expect_same(7, "number");
+    const auto message =
+        resnet_test::error_of([&] { group.expect_same(group.rank(), "rank"); });
+    EXPECT_TRUE(resnet_test::contains(
+        message, "1 of 2 processes have another rank than rank 0's 0 (rank "))
+        << message;
   } else if (which == "join_only") {
     FAIL() << "joined although a rank is missing";
   } else {
@@ -307,36 +375,56 @@ void start_pair(
     GTEST_SKIP() << "this build has no c10d Gloo (RESNET_WITH_C10D unset)"; \
   }
 
+// Runs ranks 0 and 1 of `which` (collectives time out after `limit`) and
+// expects both to succeed.
+void run_pair(const std::string& which, seconds limit, const fs::path& dir) {
+  Worker w0, w1;
+  ASSERT_NO_FATAL_FAILURE(start_pair(w0, w1, which, limit, dir));
+  ASSERT_TRUE(w0.wait(limit * 2)) << "rank 0 hung:\n" << w0.output();
+  ASSERT_TRUE(w1.wait(limit * 2)) << "rank 1 hung:\n" << w1.output();
+  ASSERT_TRUE(w0.exited_ok()) << w0.output();
+  ASSERT_TRUE(w1.exited_ok()) << w1.output();
+}
+
+// The names of a module's parameters and buffers, in snapshot()'s order.
+std::vector<std::string> names_of(const torch::nn::Module& module) {
+  std::vector<std::string> names;
+  for (const auto& item : resnet::state_dict(module)) {
+    names.push_back(item.first);
+  }
+  return names;
+}
+
+// The tensors each rank saved (DIR/rank<N>.pt) equal `expected`, to 1e-5.
+void expect_ranks_saved(
+    const fs::path& dir,
+    const std::vector<torch::Tensor>& expected,
+    const std::vector<std::string>& names) {
+  for (int rank = 0; rank < 2; ++rank) {
+    std::vector<torch::Tensor> got;
+    torch::load(got, (dir / ("rank" + std::to_string(rank) + ".pt")).string());
+    ASSERT_EQ(got.size(), expected.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      const auto a = got[i].to(torch::kDouble);
+      const auto b = expected[i].to(torch::kDouble);
+      EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-6))
+          << "rank " << rank << ", " << names[i] << ": largest difference "
+          << (a - b).abs().max().item<double>();
+    }
+  }
+}
+
 TEST(Distributed, TwoHalfBatchesTakeTheStepOfTheWholeBatch) {
   SKIP_WITHOUT_C10D();
   TempDir dir;
-  Worker w0, w1;
-  ASSERT_NO_FATAL_FAILURE(start_pair(w0, w1, "train", seconds(60), dir.path));
-  ASSERT_TRUE(w0.wait(seconds(120))) << "rank 0 hung:\n" << w0.output();
-  ASSERT_TRUE(w1.wait(seconds(120))) << "rank 1 hung:\n" << w1.output();
-  ASSERT_TRUE(w0.exited_ok()) << w0.output();
-  ASSERT_TRUE(w1.exited_ok()) << w1.output();
+  ASSERT_NO_FATAL_FAILURE(run_pair("train", seconds(60), dir.path));
 
   TinyNet reference(kModelSeed);
   const auto before = resnet_test::snapshot(*reference);
   sgd_step(reference, batch_rows(0, kBatch), [] {});
   const auto expected = resnet_test::snapshot(*reference);
-  std::vector<std::string> names;
-  for (const auto& item : resnet::state_dict(*reference)) {
-    names.push_back(item.first);
-  }
-  for (int rank = 0; rank < 2; ++rank) {
-    std::vector<torch::Tensor> got;
-    torch::load(
-        got, (dir.path / ("rank" + std::to_string(rank) + ".pt")).string());
-    ASSERT_EQ(got.size(), expected.size());
-    for (size_t i = 0; i < got.size(); ++i) {
-      const std::string what = "rank " + std::to_string(rank) + ", " + names[i];
-      EXPECT_TRUE(torch::allclose(got[i], expected[i], 1e-5, 1e-6))
-          << what << ": largest difference "
-          << (got[i] - expected[i]).abs().max().item<double>();
-    }
-  }
+  const auto names = names_of(*reference);
+  expect_ranks_saved(dir.path, expected, names);
   // The step moved the weights, and the one parameter no sample uses did
   // not move: it has no gradient anywhere, so SGD's weight decay skips it.
   EXPECT_FALSE(torch::allclose(before[0], expected[0]));
@@ -494,6 +582,75 @@ TEST(DistributedEnvironment, MalformedValuesNameTheVariable) {
       "resnet: MASTER_ADDR must name rank 0's host, got ''");
 }
 
+TEST(Distributed, SynchronizedBatchNormTakesTheWholeBatchsSteps) {
+  SKIP_WITHOUT_C10D();
+  TempDir dir;
+  ASSERT_NO_FATAL_FAILURE(run_pair("sync_bn", seconds(60), dir.path));
+
+  // One process, the whole batch, torch's own batch norm.
+  BatchNormNetImpl<torch::nn::BatchNorm2d> reference(kModelSeed);
+  const auto expected = batch_norm_steps(reference, 0, kBatch, [] {});
+  expect_ranks_saved(dir.path, expected, names_of(reference));
+  // Half a batch alone normalizes differently: the comparison can fail.
+  BatchNormNetImpl<torch::nn::BatchNorm2d> half(kModelSeed);
+  const auto alone = batch_norm_steps(half, 0, kBatch / 2, [] {});
+  EXPECT_FALSE(torch::allclose(alone[0], expected[0], 1e-3, 1e-4));
+}
+
+TEST(Distributed, SyncBatchNormAloneIsBatchNorm) {
+  // No group, one process, or eval mode: torch's batch norm exactly.
+  BatchNormNetImpl<dist::SyncBatchNorm2d> sync(kModelSeed);
+  BatchNormNetImpl<torch::nn::BatchNorm2d> plain(kModelSeed);
+  const auto x = batch_rows(0, kBatch).x;
+  EXPECT_TRUE(torch::equal(sync.forward(x), plain.forward(x)));
+  dist::Group one(dist::Environment{}, milliseconds(100));
+  EXPECT_EQ(dist::synchronize_batch_norm(sync, one), 1);
+  EXPECT_EQ(sync.norm->group(), &one);
+  EXPECT_TRUE(torch::equal(sync.forward(x), plain.forward(x)));
+  sync.eval();
+  plain.eval();
+  EXPECT_TRUE(torch::equal(sync.forward(x), plain.forward(x)));
+  EXPECT_TRUE(torch::equal(sync.norm->running_mean, plain.norm->running_mean));
+  // The same names, so weights load either way.
+  EXPECT_EQ(names_of(sync), names_of(plain));
+  auto net = resnet::create<dist::SyncBatchNorm2d>(
+      "resnet20", resnet::ResNetOptions().num_classes(3));
+  EXPECT_GT(dist::synchronize_batch_norm(*net, one), 10);
+  EXPECT_EQ(
+      net->forward(torch::randn({2, 3, 16, 16})).sizes(),
+      (std::vector<int64_t>{2, 3}));
+}
+
+TEST(Distributed, SumsAndAgreementsSpanTheProcesses) {
+  SKIP_WITHOUT_C10D();
+  TempDir dir;
+  ASSERT_NO_FATAL_FAILURE(run_pair("agree", seconds(30), dir.path));
+}
+
+TEST(Distributed, ProcessDeviceGivesEachLocalRankItsGpu) {
+  dist::Environment env;
+  EXPECT_EQ(dist::process_device(torch::kCPU, env), torch::Device(torch::kCPU));
+  EXPECT_EQ(
+      dist::process_device(torch::Device("cuda:1"), env),
+      torch::Device("cuda:1"));
+  env.world_size = 4;
+  env.rank = env.local_rank = 3;
+  EXPECT_EQ(
+      dist::process_device(torch::Device("cuda:0"), env),
+      torch::Device("cuda:0"));
+  EXPECT_EQ(dist::process_device(torch::kCPU, env), torch::Device(torch::kCPU));
+  const auto gpus = static_cast<int64_t>(torch::cuda::device_count());
+  if (gpus == 0) {
+    const auto message = resnet_test::error_of(
+        [&] { dist::process_device(torch::Device("cuda"), env); });
+    EXPECT_TRUE(resnet_test::contains(message, "there is no GPU")) << message;
+  } else {
+    EXPECT_EQ(
+        dist::process_device(torch::Device("cuda"), env),
+        torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(3 % gpus)));
+  }
+}
+
 TEST(Distributed, OneProcessNeedsNoPeersAndChangesNothing) {
   dist::Group group(dist::Environment{}, milliseconds(100));
   EXPECT_EQ(group.size(), 1);
@@ -504,6 +661,8 @@ TEST(Distributed, OneProcessNeedsNoPeersAndChangesNothing) {
   group.all_reduce_mean_({t});
   group.all_reduce_sum_({t});
   group.barrier();
+  group.expect_same(5, "number");
+  EXPECT_EQ(group.sum({1.5, 2.0}), (std::vector<double>{1.5, 2.0}));
   EXPECT_TRUE(torch::equal(t, torch::arange(4.0)));
   EXPECT_TRUE(resnet_test::unchanged(*net, before));
 }

@@ -282,6 +282,33 @@ TEST(ConfusionMatrix, SummaryHoldsClassesPerClassAndMatrix) {
       R"("per_class_accuracy":[0.5,1.0]})");
 }
 
+TEST(ConfusionMatrix, TotalsOfPartsSumToTheWhole) {
+  const auto logits = torch::tensor(
+      {{2.f, 0.f, 1.f}, {0.f, 1.f, 3.f}, {1.f, 1.f, 0.f}, {0.f, 4.f, 0.f}});
+  const auto targets = torch::tensor({0, 2, 1, 1}, torch::kLong);
+  resnet::ConfusionMatrix whole(3), first(3), second(3);
+  whole.add(logits, targets);
+  first.add(logits.slice(0, 0, 1), targets.slice(0, 0, 1));
+  second.add(logits.slice(0, 1), targets.slice(0, 1));
+  const auto totals = first.totals() + second.totals();
+  EXPECT_EQ(totals.sizes(), (std::vector<int64_t>{10}));
+  const auto summed = resnet::ConfusionMatrix::from_totals(totals);
+  EXPECT_TRUE(torch::equal(summed.counts(), whole.counts()));
+  EXPECT_NEAR(summed.loss(), whole.loss(), 1e-6);
+  EXPECT_GT(summed.loss(), 0.0);
+  for (const auto& bad :
+       {torch::zeros({9}), torch::zeros({0}), torch::zeros({2, 5})}) {
+    EXPECT_TRUE(contains(
+        error_of([&] { resnet::ConfusionMatrix::from_totals(bad); }),
+        "from_totals expects k * k + 1 values"));
+  }
+  auto half = whole.totals();
+  half[0] = 0.5;
+  EXPECT_TRUE(contains(
+      error_of([&] { resnet::ConfusionMatrix::from_totals(half); }),
+      "counts must be whole and non-negative"));
+}
+
 TEST(EpochMetrics, FromTotalsAndEvaluationAndAsText) {
   resnet::EpochTotals train;
   train.add(

@@ -20,14 +20,20 @@
 // <resnet/resnet.h>.
 
 #include <c10/util/Exception.h>
+#include <torch/autograd.h>
+#include <torch/cuda.h>
+#include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
+#include <torch/nn/options/batchnorm.h>
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -227,6 +233,20 @@ inline void check_tensors(torch::TensorList tensors, const char* who) {
 
 } // namespace detail
 
+/// The device for a process that `env` describes: `device` itself, except
+/// that CUDA without an index becomes GPU LOCAL_RANK (modulo the GPUs there
+/// are), so that the processes of a machine each take their own.
+inline torch::Device process_device(
+    torch::Device device,
+    const Environment& env) {
+  if (!device.is_cuda() || device.has_index() || env.world_size == 1) {
+    return device;
+  }
+  const auto gpus = static_cast<int64_t>(torch::cuda::device_count());
+  TORCH_CHECK(gpus > 0, "resnet: ", device, " asked for, but there is no GPU");
+  return {torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % gpus)};
+}
+
 /// The processes that train together, joined through c10d's TCPStore and
 /// Gloo. Every process must make the same calls in the same order with
 /// tensors of the same shapes; a peer that dies or falls behind by more
@@ -353,6 +373,44 @@ class Group {
         t.div_(size());
       }
     }
+  }
+
+  /// The element-wise sums of `values` over the processes, e.g. of counts
+  /// and flags (float64: whole numbers below 2^53 stay exact).
+  std::vector<double> sum(std::vector<double> values) {
+    if (size() == 1 || values.empty()) {
+      return values;
+    }
+    auto t = torch::tensor(values, torch::kDouble);
+    all_reduce_sum_({t});
+    return {t.data_ptr<double>(), t.data_ptr<double>() + t.numel()};
+  }
+
+  /// Throws in every process unless all pass the same `value` (`what`
+  /// names it in the message), e.g. the step each resumed from.
+  void expect_same(int64_t value, const std::string& what) {
+    if (size() == 1) {
+      return;
+    }
+    auto first = torch::tensor({value}, torch::kLong);
+    broadcast_({first});
+    const int64_t expected = first.item<int64_t>();
+    const double others = sum({expected == value ? 0.0 : 1.0})[0];
+    TORCH_CHECK(
+        others == 0,
+        "resnet: ",
+        others,
+        " of ",
+        size(),
+        " processes have another ",
+        what,
+        " than rank 0's ",
+        expected,
+        " (rank ",
+        rank(),
+        ": ",
+        value,
+        ")");
   }
 
   /// Returns when every process has called barrier().
@@ -552,6 +610,241 @@ inline void average_gradients(
       params[i].mutable_grad() = grads[i + 1];
     }
   }
+}
+
+namespace detail {
+
+/// y = (x - mean) * invstd * weight + bias with the statistics of the whole
+/// batch across the processes; backward reduces the two per-channel sums
+/// the input's gradient needs over the processes too (PyTorch's
+/// SyncBatchNorm's rule), so that averaging the gradients afterwards gives
+/// those of one process with the whole batch.
+struct SyncBatchNormFunction
+    : torch::autograd::Function<SyncBatchNormFunction> {
+  static torch::Tensor forward(
+      torch::autograd::AutogradContext* ctx,
+      const torch::Tensor& input,
+      const torch::Tensor& weight,
+      const torch::Tensor& bias,
+      const torch::Tensor& mean,
+      const torch::Tensor& invstd,
+      double count,
+      Group* group) {
+    const auto shape = std::vector<int64_t>{1, mean.size(0), 1, 1};
+    const auto x = input.to(torch::kFloat);
+    const auto xhat = (x - mean.view(shape)) * invstd.view(shape);
+    ctx->save_for_backward({input, weight, mean, invstd});
+    ctx->saved_data["count"] = count;
+    ctx->saved_data["group"] =
+        static_cast<int64_t>(reinterpret_cast<std::intptr_t>(group));
+    return (xhat * weight.view(shape) + bias.view(shape)).to(input.dtype());
+  }
+
+  static torch::autograd::variable_list backward(
+      torch::autograd::AutogradContext* ctx,
+      torch::autograd::variable_list grad_output) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& input = saved[0];
+    const auto& weight = saved[1];
+    const auto& mean = saved[2];
+    const auto& invstd = saved[3];
+    const double count = ctx->saved_data["count"].toDouble();
+    auto* group = reinterpret_cast<Group*>(
+        static_cast<std::intptr_t>(ctx->saved_data["group"].toInt()));
+    const auto shape = std::vector<int64_t>{1, mean.size(0), 1, 1};
+    const auto g = grad_output[0].to(torch::kFloat);
+    const auto xhat =
+        (input.to(torch::kFloat) - mean.view(shape)) * invstd.view(shape);
+    const auto sum_g = g.sum({0, 2, 3});
+    const auto sum_g_xhat = (g * xhat).sum({0, 2, 3});
+    // This process's shares of the affine gradients, averaged later with
+    // the others'.
+    const auto grad_weight = sum_g_xhat.clone();
+    const auto grad_bias = sum_g.clone();
+    auto sums = torch::cat({sum_g, sum_g_xhat});
+    group->all_reduce_sum_({sums});
+    const auto c = mean.size(0);
+    const auto mean_g = (sums.slice(0, 0, c) / count).view(shape);
+    const auto mean_g_xhat = (sums.slice(0, c) / count).view(shape);
+    const auto grad_input =
+        (weight * invstd).view(shape) * (g - mean_g - xhat * mean_g_xhat);
+    return {
+        grad_input.to(input.dtype()),
+        grad_weight,
+        grad_bias,
+        torch::Tensor(),
+        torch::Tensor(),
+        torch::Tensor(),
+        torch::Tensor()};
+  }
+};
+
+} // namespace detail
+
+/// Batch normalization whose training-mode statistics are those of the whole
+/// batch across the processes of a Group (PyTorch's SyncBatchNorm): with
+/// GroupNorm's exactness, the same as one process with the whole batch. A
+/// `torch::nn::BatchNorm2d` in every other respect (options, parameter and
+/// buffer names, eval mode, weights; fuse_for_inference does not take it:
+/// load its weights into a network with BatchNorm2d for that): build a network
+/// with it as the normalization, e.g.
+/// `resnet::create<SyncBatchNorm2d>("resnet50")`, then
+/// synchronize_batch_norm(model, group). Without a group, with one process
+/// or in eval mode it is plain batch norm. Computes in float32 (the output
+/// in the input's dtype); 4-D input [N, C, H, W], every process with a
+/// batch of at least one sample.
+class SyncBatchNorm2dImpl : public torch::nn::Cloneable<SyncBatchNorm2dImpl> {
+ public:
+  explicit SyncBatchNorm2dImpl(const torch::nn::BatchNormOptions& options_)
+      : options(options_) {
+    SyncBatchNorm2dImpl::reset();
+  }
+
+  /// Makes the parameters (weight 1, bias 0) and the running statistics,
+  /// as torch::nn::BatchNorm2d does.
+  void reset() override {
+    const int64_t c = options.num_features();
+    TORCH_CHECK(c > 0, "resnet: SyncBatchNorm2d needs channels > 0");
+    if (options.affine()) {
+      weight = register_parameter("weight", torch::ones({c}));
+      bias = register_parameter("bias", torch::zeros({c}));
+    } else {
+      weight = register_parameter("weight", torch::Tensor(), false);
+      bias = register_parameter("bias", torch::Tensor(), false);
+    }
+    if (options.track_running_stats()) {
+      running_mean = register_buffer("running_mean", torch::zeros({c}));
+      running_var = register_buffer("running_var", torch::ones({c}));
+      num_batches_tracked = register_buffer(
+          "num_batches_tracked", torch::tensor(0, torch::kLong));
+    } else {
+      running_mean = register_buffer("running_mean", torch::Tensor());
+      running_var = register_buffer("running_var", torch::Tensor());
+      num_batches_tracked =
+          register_buffer("num_batches_tracked", torch::Tensor());
+    }
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << std::boolalpha << "resnet::distributed::SyncBatchNorm2d("
+           << options.num_features() << ", eps=" << options.eps()
+           << ", momentum=";
+    if (options.momentum().has_value()) {
+      stream << *options.momentum();
+    } else {
+      stream << "None";
+    }
+    stream << ", affine=" << options.affine()
+           << ", track_running_stats=" << options.track_running_stats() << ")";
+  }
+
+  /// The group to synchronize over (it must outlive the module's use);
+  /// nullptr: none.
+  void set_group(Group* group) {
+    group_ = group;
+  }
+  Group* group() const {
+    return group_;
+  }
+
+  torch::Tensor forward(const torch::Tensor& input) {
+    if (group_ == nullptr || group_->size() == 1 || !is_training()) {
+      return local_forward(input);
+    }
+    TORCH_CHECK(
+        input.dim() == 4 && input.size(1) == options.num_features(),
+        "resnet: SyncBatchNorm2d expects input [N, ",
+        options.num_features(),
+        ", H, W], got ",
+        input.sizes());
+    const int64_t c = input.size(1);
+    const double n = static_cast<double>(input.numel() / c);
+    torch::Tensor mean, invstd;
+    double count = 0;
+    {
+      torch::NoGradGuard no_grad;
+      // Per process: count, mean and variance (two-pass, float32); summed
+      // in float64 as the count, the sum and the sum of squares.
+      const auto x = input.to(torch::kFloat);
+      const auto [var_r, mean_r] = torch::var_mean(x, {0, 2, 3}, false);
+      const auto m = mean_r.to(torch::kDouble);
+      auto sums = torch::cat(
+          {torch::full({1}, n, torch::kDouble),
+           m * n,
+           (var_r.to(torch::kDouble) + m * m) * n});
+      group_->all_reduce_sum_({sums});
+      count = sums[0].item<double>();
+      const auto mean64 = sums.slice(0, 1, 1 + c) / count;
+      const auto var64 =
+          (sums.slice(0, 1 + c) / count - mean64 * mean64).clamp_min(0);
+      mean = mean64.to(torch::kFloat);
+      invstd = (var64 + options.eps()).rsqrt().to(torch::kFloat);
+      if (options.track_running_stats()) {
+        num_batches_tracked += 1;
+        const double momentum = options.momentum().has_value()
+            ? *options.momentum()
+            : 1.0 / num_batches_tracked.item<double>();
+        const auto unbiased = var64 * (count / std::max(count - 1, 1.0));
+        running_mean.mul_(1 - momentum)
+            .add_(mean64.to(running_mean.dtype()), momentum);
+        running_var.mul_(1 - momentum)
+            .add_(unbiased.to(running_var.dtype()), momentum);
+      }
+    }
+    const auto opts =
+        torch::TensorOptions().dtype(torch::kFloat).device(input.device());
+    const auto w =
+        options.affine() ? weight.to(torch::kFloat) : torch::ones({c}, opts);
+    const auto b =
+        options.affine() ? bias.to(torch::kFloat) : torch::zeros({c}, opts);
+    return detail::SyncBatchNormFunction::apply(
+        input, w, b, mean, invstd, count, group_);
+  }
+
+  torch::nn::BatchNormOptions options;
+  torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+
+ private:
+  // torch::nn::BatchNorm2d's forward pass: this process's batch only.
+  torch::Tensor local_forward(const torch::Tensor& input) {
+    double factor = 0;
+    if (is_training() && options.track_running_stats()) {
+      num_batches_tracked += 1;
+      factor = options.momentum().has_value()
+          ? *options.momentum()
+          : 1.0 / num_batches_tracked.item<double>();
+    }
+    return torch::batch_norm(
+        input,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        is_training() || !options.track_running_stats(),
+        factor,
+        options.eps(),
+        true);
+  }
+
+  Group* group_ = nullptr;
+};
+TORCH_MODULE(SyncBatchNorm2d);
+
+/// Makes every SyncBatchNorm2d in `module` synchronize over `group` (which
+/// must outlive their use); returns how many there are.
+inline int64_t synchronize_batch_norm(torch::nn::Module& module, Group& group) {
+  std::vector<torch::nn::Module*> all{&module};
+  for (const auto& m : module.modules(/*include_self=*/false)) {
+    all.push_back(m.get());
+  }
+  int64_t found = 0;
+  for (auto* m : all) {
+    if (auto* bn = dynamic_cast<SyncBatchNorm2dImpl*>(m)) {
+      bn->set_group(&group);
+      ++found;
+    }
+  }
+  return found;
 }
 
 } // namespace resnet::distributed

@@ -379,6 +379,34 @@ class ConfusionMatrix {
         {"per_class_accuracy", per_class()},
         {"confusion_matrix", to_json()}};
   }
+  /// The counts, then the loss sum, as one float64 tensor [k * k + 1]: e.g.
+  /// to sum the evaluations of several processes, then from_totals().
+  torch::Tensor totals() const {
+    return torch::cat(
+        {counts_.flatten().to(torch::kDouble),
+         torch::tensor({loss_sum_}, torch::kDouble)});
+  }
+  /// The matrix of totals() (or of a sum of them).
+  static ConfusionMatrix from_totals(const torch::Tensor& totals) {
+    const auto t = totals.to(torch::kCPU, torch::kDouble).contiguous();
+    const auto k = static_cast<int64_t>(std::lround(
+        std::sqrt(static_cast<double>(std::max<int64_t>(t.numel() - 1, 0)))));
+    TORCH_CHECK(
+        t.dim() == 1 && k >= 1 && t.numel() == k * k + 1,
+        "resnet: ConfusionMatrix::from_totals expects k * k + 1 values, got "
+        "a tensor of shape ",
+        t.sizes());
+    const auto counts = t.slice(0, 0, k * k);
+    TORCH_CHECK(
+        counts.ge(0).all().item<bool>() &&
+            counts.eq(counts.round()).all().item<bool>(),
+        "resnet: ConfusionMatrix::from_totals: counts must be whole and "
+        "non-negative");
+    ConfusionMatrix m(k);
+    m.counts_ = counts.to(torch::kLong).reshape({k, k});
+    m.loss_sum_ = t[k * k].item<double>();
+    return m;
+  }
   /// The matrix as nested JSON arrays.
   nlohmann::json to_json() const {
     auto rows = nlohmann::json::array();

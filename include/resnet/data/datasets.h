@@ -158,6 +158,25 @@ class ImageDataset : public torch::data::datasets::Dataset<ImageDataset> {
         images_.slice(0, 0, n), targets_.slice(0, 0, n), classes_, name_);
   }
 
+  /// Part `part` of `parts` nearly equal consecutive parts (sizes differ by
+  /// at most one), e.g. each process's share of an evaluation; together the
+  /// parts hold every example once.
+  ImageDataset shard(int64_t part, int64_t parts) const {
+    TORCH_CHECK(
+        parts >= 1 && part >= 0 && part < parts,
+        "resnet: ImageDataset::shard expects 0 <= part < parts, got part ",
+        part,
+        " of ",
+        parts);
+    const int64_t n = static_cast<int64_t>(size().value());
+    const int64_t begin = n * part / parts, end = n * (part + 1) / parts;
+    return ImageDataset(
+        images_.slice(0, begin, end),
+        targets_.slice(0, begin, end),
+        classes_,
+        name_);
+  }
+
  private:
   torch::Tensor images_;
   torch::Tensor targets_;
