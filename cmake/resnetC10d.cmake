@@ -23,7 +23,8 @@ function(resnet_check_c10d)
       "${CMAKE_CXX${std}_STANDARD_COMPILE_OPTION} ${TORCH_CXX_FLAGS}")
   set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)
   check_cxx_source_compiles(
-    "#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+    "#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 int main() { return sizeof(c10d::ProcessGroupGloo) > 0 && sizeof(c10d::TCPStoreOptions) > 0 ? 0 : 1; }"
     RESNET_HAVE_C10D_GLOO)

@@ -315,8 +315,9 @@ void start_worker(
     int world,
     int port,
     milliseconds timeout,
-    const fs::path& dir) {
-  const std::map<std::string, std::string> set = {
+    const fs::path& dir,
+    const std::map<std::string, std::string>& extra = {}) {
+  std::map<std::string, std::string> set = {
       {"RANK", std::to_string(rank)},
       {"WORLD_SIZE", std::to_string(world)},
       {"LOCAL_RANK", std::to_string(rank)},
@@ -325,6 +326,7 @@ void start_worker(
       {"RESNET_DIST_CASE", which},
       {"RESNET_DIST_TIMEOUT_MS", std::to_string(timeout.count())},
       {"RESNET_DIST_DIR", dir.string()}};
+  set.insert(extra.begin(), extra.end());
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     const std::string entry = *e;
@@ -364,10 +366,14 @@ void start_pair(
     Worker& w1,
     const std::string& which,
     milliseconds timeout,
-    const fs::path& dir) {
-  const int port = free_port();
-  ASSERT_NO_FATAL_FAILURE(start_worker(w0, which, 0, 2, port, timeout, dir));
-  ASSERT_NO_FATAL_FAILURE(start_worker(w1, which, 1, 2, port, timeout, dir));
+    const fs::path& dir,
+    int port = 0,
+    const std::map<std::string, std::string>& extra = {}) {
+  port = port ? port : free_port();
+  ASSERT_NO_FATAL_FAILURE(
+      start_worker(w0, which, 0, 2, port, timeout, dir, extra));
+  ASSERT_NO_FATAL_FAILURE(
+      start_worker(w1, which, 1, 2, port, timeout, dir, extra));
 }
 
 #define SKIP_WITHOUT_C10D()                                                 \
@@ -377,9 +383,14 @@ void start_pair(
 
 // Runs ranks 0 and 1 of `which` (collectives time out after `limit`) and
 // expects both to succeed.
-void run_pair(const std::string& which, seconds limit, const fs::path& dir) {
+void run_pair(
+    const std::string& which,
+    seconds limit,
+    const fs::path& dir,
+    int port = 0,
+    const std::map<std::string, std::string>& extra = {}) {
   Worker w0, w1;
-  ASSERT_NO_FATAL_FAILURE(start_pair(w0, w1, which, limit, dir));
+  ASSERT_NO_FATAL_FAILURE(start_pair(w0, w1, which, limit, dir, port, extra));
   ASSERT_TRUE(w0.wait(limit * 2)) << "rank 0 hung:\n" << w0.output();
   ASSERT_TRUE(w1.wait(limit * 2)) << "rank 1 hung:\n" << w1.output();
   ASSERT_TRUE(w0.exited_ok()) << w0.output();
@@ -490,7 +501,12 @@ class ScopedEnvironment {
  public:
   explicit ScopedEnvironment(std::map<std::string, const char*> values) {
     for (const char* name :
-         {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) {
+         {"RANK",
+          "WORLD_SIZE",
+          "LOCAL_RANK",
+          "MASTER_ADDR",
+          "MASTER_PORT",
+          "TORCHELASTIC_USE_AGENT_STORE"}) {
       const char* old = std::getenv(name);
       saved_.emplace_back(
           name, old ? std::optional<std::string>(old) : std::nullopt);
@@ -531,14 +547,17 @@ TEST(DistributedEnvironment, ReadsTorchrunsVariables) {
     EXPECT_EQ(env.rank, 0);
     EXPECT_EQ(env.world_size, 1);
     EXPECT_EQ(env.local_rank, 0);
+    EXPECT_FALSE(env.agent_store);
   }
   ScopedEnvironment all(
       {{"RANK", "3"},
        {"WORLD_SIZE", "4"},
        {"LOCAL_RANK", "1"},
        {"MASTER_ADDR", "node0"},
-       {"MASTER_PORT", "1234"}});
+       {"MASTER_PORT", "1234"},
+       {"TORCHELASTIC_USE_AGENT_STORE", "True"}});
   const auto env = dist::from_environment();
+  EXPECT_TRUE(env.agent_store);
   EXPECT_EQ(env.rank, 3);
   EXPECT_EQ(env.world_size, 4);
   EXPECT_EQ(env.local_rank, 1);
@@ -626,6 +645,29 @@ TEST(Distributed, SumsAndAgreementsSpanTheProcesses) {
   TempDir dir;
   ASSERT_NO_FATAL_FAILURE(run_pair("agree", seconds(30), dir.path));
 }
+
+#if defined(RESNET_WITH_C10D) && RESNET_WITH_C10D
+TEST(Distributed, JoinsThroughALaunchersStore) {
+  // As torchrun 2.x's agent does: the launcher serves the store and says so
+  // with TORCHELASTIC_USE_AGENT_STORE=True; rank 0 then only connects.
+  TempDir dir;
+  const int port = free_port();
+  c10d::TCPStoreOptions options;
+  options.port = static_cast<std::uint16_t>(port);
+  options.isServer = true;
+  options.waitWorkers = false;
+  auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", options);
+  store->set("launcher/key", {1, 2, 3});
+  ASSERT_NO_FATAL_FAILURE(run_pair(
+      "agree",
+      seconds(30),
+      dir.path,
+      port,
+      {{"TORCHELASTIC_USE_AGENT_STORE", "True"}}));
+  // The workers used keys of their own.
+  EXPECT_EQ(store->get("launcher/key"), (std::vector<uint8_t>{1, 2, 3}));
+}
+#endif
 
 TEST(Distributed, ProcessDeviceGivesEachLocalRankItsGpu) {
   dist::Environment env;

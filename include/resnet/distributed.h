@@ -7,8 +7,9 @@
 // optimizer step in each equals a step on the whole batch.
 //
 // The processes meet as torchrun starts them: RANK, WORLD_SIZE, LOCAL_RANK,
-// MASTER_ADDR and MASTER_PORT (from_environment); rank 0 serves a TCPStore at
-// MASTER_ADDR:MASTER_PORT through which the others find it.
+// MASTER_ADDR and MASTER_PORT (from_environment); rank 0 (or torchrun 2.x's
+// agent) serves a TCPStore at MASTER_ADDR:MASTER_PORT through which the
+// others find it.
 //
 // c10d's Gloo headers need Gloo's own headers (Debian: libgloo-dev), which
 // not every LibTorch build comes with (PyPI's wheels have none). Define
@@ -44,6 +45,7 @@
 // LibTorch's CMake target defines both.
 #error "RESNET_WITH_C10D needs USE_C10D_GLOO and USE_DISTRIBUTED defined"
 #endif
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
@@ -81,6 +83,9 @@ struct Environment {
   std::string master_addr = "127.0.0.1";
   /// The port of the rendezvous store on master_addr.
   int master_port = 29500;
+  /// The launcher serves the store (torchrun 2.x's agent does, and says so
+  /// with TORCHELASTIC_USE_AGENT_STORE=True); otherwise rank 0 serves it.
+  bool agent_store = false;
 };
 
 namespace detail {
@@ -108,7 +113,8 @@ inline int64_t environment_integer(
 } // namespace detail
 
 /// Reads torchrun's RANK, WORLD_SIZE, LOCAL_RANK (default: RANK),
-/// MASTER_ADDR (default 127.0.0.1) and MASTER_PORT (default 29500). Without
+/// MASTER_ADDR (default 127.0.0.1), MASTER_PORT (default 29500) and
+/// TORCHELASTIC_USE_AGENT_STORE (True: the launcher serves the store). Without
 /// RANK and WORLD_SIZE this is the only process: rank 0 of 1. Throws
 /// std::invalid_argument naming the variable for a malformed value.
 inline Environment from_environment() {
@@ -145,6 +151,9 @@ inline Environment from_environment() {
   if (const char* port = std::getenv("MASTER_PORT")) {
     env.master_port = static_cast<int>(detail::environment_integer(
         "MASTER_PORT", port, 1, 65535, "a port number in [1, 65535]"));
+  }
+  if (const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE")) {
+    env.agent_store = std::string(agent) == "True";
   }
   return env;
 }
@@ -278,12 +287,15 @@ class Group {
     try {
       c10d::TCPStoreOptions store_options;
       store_options.port = static_cast<std::uint16_t>(env_.master_port);
-      store_options.isServer = env_.rank == 0;
+      store_options.isServer = env_.rank == 0 && !env_.agent_store;
       store_options.numWorkers = static_cast<std::size_t>(env_.world_size);
-      store_options.waitWorkers = true;
+      // Every process checks in; rank 0's store waits for all of them.
+      store_options.waitWorkers = !env_.agent_store;
       store_options.timeout = timeout_;
-      auto store =
-          c10::make_intrusive<c10d::TCPStore>(env_.master_addr, store_options);
+      // Our keys apart from a launcher's own in a store it serves.
+      auto store = c10::make_intrusive<c10d::PrefixStore>(
+          "resnet",
+          c10::make_intrusive<c10d::TCPStore>(env_.master_addr, store_options));
       auto options = c10d::ProcessGroupGloo::Options::create(timeout_);
       options->devices.push_back(device_for(env_.master_addr));
       group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(
