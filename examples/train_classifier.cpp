@@ -166,9 +166,7 @@ void build_model(Run& r) {
           .momentum(a.momentum)
           .nesterov(!a.no_nesterov && a.momentum > 0)
           .weight_decay(a.weight_decay));
-  const int64_t world = r.group->size(), batch = a.batch_size / world;
-  const int64_t shard = (*r.data.train.size() + world - 1) / world;
-  r.steps_per_epoch = (shard + batch - 1) / batch;
+  const int64_t world = r.group->size();
   const int64_t total = r.steps_per_epoch * a.epochs;
   const auto warmup =
       a.warmup_epochs < 0 ? std::nullopt : std::optional(a.warmup_epochs);
@@ -394,6 +392,16 @@ int main(int argc, char** argv) try {
     resnet::enable_cpu_memory_cache();
   }
   load_data(r);
+  rd::Loader loader(
+      r.data.train,
+      rd::LoaderOptions()
+          .batch_size(a.batch_size / r.group->size())
+          .seed(a.seed)
+          .rank(r.group->rank())
+          .world_size(r.group->size())
+          .workers(a.workers)
+          .device(r.device));
+  r.steps_per_epoch = loader.batches_per_epoch();
   build_model(r);
   std::filesystem::create_directories(a.out);
   const bool resumed = a.resume && resume(r);
@@ -405,15 +413,6 @@ int main(int argc, char** argv) try {
         resumed ? std::optional<int64_t>(r.at.step) : std::nullopt,
         r.steps_per_epoch);
   }
-  rd::Loader loader(
-      r.data.train,
-      rd::LoaderOptions()
-          .batch_size(a.batch_size / r.group->size())
-          .seed(a.seed)
-          .rank(r.group->rank())
-          .world_size(r.group->size())
-          .workers(a.workers)
-          .device(r.device));
   resnet::stop_on_interrupt();
   while (r.at.step < r.lr.total) {
     const auto speed = train_epoch(r, loader);
