@@ -5,7 +5,8 @@
 # RESNET_C10D_DEFINITIONS to the definitions a source that includes
 # <resnet/distributed.h> then needs: USE_DISTRIBUTED and USE_C10D_GLOO (which
 # LibTorch's CMake target defines already, repeated for a LibTorch whose
-# target does not) and RESNET_WITH_C10D=1.
+# target does not) and RESNET_WITH_C10D=1; with NCCL also USE_C10D_NCCL,
+# RESNET_WITH_NCCL=1 and the include folder RESNET_C10D_INCLUDE_DIRS.
 include(CheckCXXSourceCompiles)
 include(CMakePushCheckState)
 
@@ -28,9 +29,40 @@ function(resnet_check_c10d)
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 int main() { return sizeof(c10d::ProcessGroupGloo) > 0 && sizeof(c10d::TCPStoreOptions) > 0 ? 0 : 1; }"
     RESNET_HAVE_C10D_GLOO)
+  # NCCL for CUDA tensors, where LibTorch has CUDA and the nccl.h it was
+  # built with is at hand: PyPI's wheels depend on the nvidia-nccl wheel,
+  # which installs beside torch. Never another nccl.h (e.g. the CUDA
+  # toolkit's, often in /usr/local/include): its structs can differ in size
+  # from LibTorch's, which crashes. RESNET_NCCL_INCLUDE_DIR names another.
+  set(nccl_definitions)
+  if(RESNET_HAVE_C10D_GLOO AND TORCH_CUDA_LIBRARIES)
+    find_path(
+      RESNET_NCCL_INCLUDE_DIR nccl.h
+      PATHS "${TORCH_INSTALL_PREFIX}/../nvidia/nccl/include"
+      NO_DEFAULT_PATH
+      DOC "nccl.h of the NCCL LibTorch was built with")
+    if(RESNET_NCCL_INCLUDE_DIR)
+      set(CMAKE_REQUIRED_INCLUDES ${TORCH_INCLUDE_DIRS}
+                                  ${RESNET_NCCL_INCLUDE_DIR})
+      set(CMAKE_REQUIRED_DEFINITIONS -DUSE_DISTRIBUTED -DUSE_C10D_GLOO
+                                     -DUSE_C10D_NCCL)
+      check_cxx_source_compiles(
+        "#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#include <torch/csrc/cuda/nccl.h>
+int main() { return sizeof(c10d::ProcessGroupNCCL::Options) > 0 && NCCL_MAJOR > 0 ? 0 : 1; }"
+        RESNET_HAVE_C10D_NCCL)
+    endif()
+    if(RESNET_HAVE_C10D_NCCL)
+      set(nccl_definitions USE_C10D_NCCL RESNET_WITH_NCCL=1)
+      set(RESNET_C10D_INCLUDE_DIRS ${RESNET_NCCL_INCLUDE_DIR} PARENT_SCOPE)
+    else()
+      message(STATUS "resnet: no nccl.h of LibTorch's NCCL (set "
+                     "RESNET_NCCL_INCLUDE_DIR): CUDA tensors go through Gloo")
+    endif()
+  endif()
   cmake_pop_check_state()
   set(RESNET_C10D_DEFINITIONS USE_DISTRIBUTED USE_C10D_GLOO RESNET_WITH_C10D=1
-      PARENT_SCOPE)
+      ${nccl_definitions} PARENT_SCOPE)
   if(NOT RESNET_HAVE_C10D_GLOO)
     message(STATUS "resnet: c10d Gloo headers do not compile with this "
                    "LibTorch (Debian: libgloo-dev): training runs as one "

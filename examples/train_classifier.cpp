@@ -111,6 +111,8 @@ struct Run {
   // The processes of a torchrun launch (or just this one); only rank 0
   // talks and writes.
   std::unique_ptr<resnet::distributed::Group> group;
+  // Averages the gradients over the processes while backward runs.
+  std::unique_ptr<resnet::distributed::DataParallel> parallel;
   bool talk = true;
   torch::Device device = torch::kCPU;
   rd::TrainTest data;
@@ -282,7 +284,7 @@ std::optional<double> train_epoch(Run& r, rd::Loader& loader) {
     const auto logits = forward(r, x);
     const auto loss = rd::cross_entropy(logits, y, r.args.label_smoothing);
     loss.backward();
-    resnet::distributed::average_gradients(*r.model, *r.group);
+    r.parallel->finish();
     r.optimizer->step();
     resnet::EpochTotals mine;
     mine.add(loss.item<double>(), logits, b->targets);
@@ -406,7 +408,15 @@ int main(int argc, char** argv) try {
   std::filesystem::create_directories(a.out);
   const bool resumed = a.resume && resume(r);
   r.group->expect_same(r.at.step, "step to resume from (is --out shared?)");
-  resnet::distributed::broadcast_module(*r.model, *r.group);
+  // Rank 0's weights to all. On a GPU the gradients go out in buckets
+  // during backward; on the CPU, where each collective costs more than the
+  // overlap gains (README), in as few as possible after it.
+  auto sending = resnet::distributed::DataParallelOptions();
+  if (!r.device.is_cuda()) {
+    sending.overlap(false).first_bucket_bytes(sending.bucket_bytes());
+  }
+  r.parallel = std::make_unique<resnet::distributed::DataParallel>(
+      *r.model, *r.group, sending);
   if (r.talk) {
     r.log = std::make_unique<resnet::TrainingLog>(
         a.out,

@@ -28,6 +28,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -154,6 +155,44 @@ std::vector<torch::Tensor> batch_norm_steps(
   return resnet_test::snapshot(net);
 }
 
+// The gradients of `net`'s parameters (undefined where there is none).
+std::vector<torch::Tensor> gradients(const torch::nn::Module& net) {
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : net.parameters()) {
+    grads.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
+  }
+  return grads;
+}
+
+// Whether two gradient lists are the same numbers, undefined where the
+// other is.
+bool same_gradients(
+    const std::vector<torch::Tensor>& a,
+    const std::vector<torch::Tensor>& b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].defined() != b[i].defined() ||
+        (a[i].defined() && !torch::equal(a[i], b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Buckets of a few tensors of TinyNet each.
+dist::DataParallelOptions tiny_buckets() {
+  return dist::DataParallelOptions().bucket_bytes(256).first_bucket_bytes(64);
+}
+
+// The cross-entropy gradients of rows [begin, end), added to .grad.
+void backward_rows(TinyNet& net, int64_t begin, int64_t end) {
+  const auto b = batch_rows(begin, end);
+  torch::nn::functional::cross_entropy(net->forward(b.x, b.marked), b.y)
+      .backward();
+}
+
 // ---------------------------------------------------------------------------
 // Workers: this binary again, one test chosen by RESNET_DIST_CASE.
 
@@ -182,14 +221,112 @@ TEST(DistributedWorker, RunsTheCaseInTheEnvironment) {
         resnet_test::snapshot(*net),
         (dir / ("rank" + std::to_string(group.rank()) + ".pt")).string());
     group.barrier();
+  } else if (which == "overlap") {
+    // Two steps with the gradients averaged while backward runs, in
+    // buckets of a few tensors; a second network averages after backward
+    // and must get the same gradients, bit for bit.
+    TinyNet net(kModelSeed + group.rank());
+    dist::DataParallel parallel(*net, group, tiny_buckets());
+    TinyNet after(kModelSeed);
+    // The same, all buckets sent in finish().
+    TinyNet late(kModelSeed);
+    dist::DataParallel late_parallel(
+        *late, group, tiny_buckets().overlap(false));
+    const int64_t half = kBatch / group.size();
+    const auto b = batch_rows(group.rank() * half, (group.rank() + 1) * half);
+    for (int step = 0; step < 2; ++step) {
+      sgd_step(net, b, [&] { parallel.finish(); });
+      sgd_step(after, b, [&] { dist::average_gradients(*after, group); });
+      sgd_step(late, b, [&] { late_parallel.finish(); });
+      EXPECT_TRUE(same_gradients(gradients(*net), gradients(*after)))
+          << "step " << step;
+      EXPECT_TRUE(same_gradients(gradients(*late), gradients(*after)))
+          << "step " << step;
+    }
+    EXPECT_EQ(late_parallel.overlapped(), 0u);
+    // Rank 1 has no marked rows, so no gradient of `extra`, but gets the
+    // average; `unused` has none anywhere and keeps none.
+    EXPECT_TRUE(net->extra.grad().defined());
+    EXPECT_FALSE(net->unused.grad().defined());
+    // The buckets were rebuilt after the first pass in the order rank 0's
+    // gradients came, `unused` last: there, all but the last went out
+    // during backward (rank 1's wait for `extra`, which it has none of).
+    EXPECT_GE(parallel.buckets(), 3u);
+    if (group.rank() == 0) {
+      EXPECT_EQ(parallel.overlapped(), parallel.buckets() - 1);
+    }
+    torch::save(
+        resnet_test::snapshot(*net),
+        (dir / ("rank" + std::to_string(group.rank()) + ".pt")).string());
+    group.barrier();
+  } else if (which == "accumulate") {
+    // Two passes per process, the first only accumulating: the average of
+    // the sums, as average_gradients gives it after both.
+    TinyNet net(kModelSeed);
+    dist::DataParallel parallel(*net, group, tiny_buckets());
+    TinyNet after(kModelSeed);
+    const int64_t quarter = kBatch / 4;
+    const int64_t first = group.rank() * 2 * quarter;
+    parallel.set_synchronizing(false);
+    backward_rows(net, first, first + quarter);
+    EXPECT_EQ(net->conv->weight.grad().defined(), true);
+    parallel.set_synchronizing(true);
+    backward_rows(net, first + quarter, first + 2 * quarter);
+    parallel.finish();
+    backward_rows(after, first, first + quarter);
+    backward_rows(after, first + quarter, first + 2 * quarter);
+    dist::average_gradients(*after, group);
+    EXPECT_TRUE(same_gradients(gradients(*net), gradients(*after)));
+    // Averaged, not this process's own sum.
+    TinyNet alone(kModelSeed);
+    backward_rows(alone, first, first + quarter);
+    backward_rows(alone, first + quarter, first + 2 * quarter);
+    EXPECT_FALSE(
+        torch::allclose(alone->conv->weight.grad(), net->conv->weight.grad()));
+    // A second synchronizing pass before finish() is refused.
+    backward_rows(net, first, first + quarter);
+    const auto message =
+        resnet_test::error_of([&] { backward_rows(net, first, first + 1); });
+    EXPECT_TRUE(
+        resnet_test::contains(message, "DataParallel: a second gradient for '"))
+        << message;
+    EXPECT_TRUE(resnet_test::contains(message, "call finish()")) << message;
+    // The first pass is still whole: finish() completes it everywhere.
+    parallel.finish();
+    group.barrier();
+  } else if (which == "nccl") {
+    // CUDA tensors through NCCL, each rank on its own GPU.
+    at::globalContext().setAllowTF32CuDNN(false);
+    const torch::Device gpu(
+        torch::kCUDA, static_cast<c10::DeviceIndex>(group.rank()));
+    auto t = torch::full({5}, group.rank() + 1.0, gpu);
+    group.all_reduce_sum_({t});
+    EXPECT_TRUE(torch::equal(t.cpu(), torch::full({5}, 3.0)));
+    TinyNet net(kModelSeed + group.rank());
+    net->to(gpu);
+    dist::DataParallel parallel(*net, group, tiny_buckets());
+    const int64_t half = kBatch / group.size();
+    auto b = batch_rows(group.rank() * half, (group.rank() + 1) * half);
+    b = {b.x.to(gpu), b.y.to(gpu), b.marked.to(gpu)};
+    sgd_step(net, b, [&] { parallel.finish(); });
+    sgd_step(net, b, [&] { parallel.finish(); });
+    net->to(torch::kCPU);
+    torch::save(
+        resnet_test::snapshot(*net),
+        (dir / ("rank" + std::to_string(group.rank()) + ".pt")).string());
+    group.barrier();
   } else if (which == "sync_bn") {
+    // Gradients averaged during backward, beside batch norm's collectives.
     BatchNormNetImpl<dist::SyncBatchNorm2d> net(kModelSeed);
     EXPECT_EQ(dist::synchronize_batch_norm(net, group), 1);
+    dist::DataParallel parallel(
+        net, group, tiny_buckets().first_bucket_bytes(64).bucket_bytes(64));
     const int64_t half = kBatch / group.size();
     const auto state = batch_norm_steps(
         net, group.rank() * half, (group.rank() + 1) * half, [&] {
-          dist::average_gradients(net, group);
+          parallel.finish();
         });
+    EXPECT_GT(parallel.overlapped(), 0u);
     torch::save(
         state,
         (dir / ("rank" + std::to_string(group.rank()) + ".pt")).string());
@@ -216,6 +353,22 @@ TEST(DistributedWorker, RunsTheCaseInTheEnvironment) {
   } else if (which == "agree") {
     const auto sum = group.sum({group.rank() + 1.0, 10.0});
     EXPECT_EQ(sum, (std::vector<double>{3.0, 20.0}));
+    // A channel's collectives pair among themselves, whichever order the
+    // processes interleave them with the group's.
+    auto side = group.channel("side");
+    auto t = torch::full({3}, group.rank() + 1.0);
+    std::function<void()> wait;
+    std::vector<double> main_sum;
+    if (group.rank() == 0) {
+      wait = side.start_all_reduce_sum_(t);
+      main_sum = group.sum({1.0});
+    } else {
+      main_sum = group.sum({1.0});
+      wait = side.start_all_reduce_sum_(t);
+    }
+    wait();
+    EXPECT_TRUE(torch::equal(t, torch::full({3}, 3.0)));
+    EXPECT_EQ(main_sum, (std::vector<double>{2.0}));
     group.expect_same(7, "number");
     const auto message =
         resnet_test::error_of([&] { group.expect_same(group.rank(), "rank"); });
@@ -425,6 +578,16 @@ void expect_ranks_saved(
   }
 }
 
+// Each rank saved what two SGD steps on the whole batch make in one process.
+void expect_two_steps_of_the_whole_batch(const fs::path& dir) {
+  TinyNet reference(kModelSeed);
+  const auto b = batch_rows(0, kBatch);
+  sgd_step(reference, b, [] {});
+  sgd_step(reference, b, [] {});
+  expect_ranks_saved(
+      dir, resnet_test::snapshot(*reference), names_of(*reference));
+}
+
 TEST(Distributed, TwoHalfBatchesTakeTheStepOfTheWholeBatch) {
   SKIP_WITHOUT_C10D();
   TempDir dir;
@@ -443,6 +606,33 @@ TEST(Distributed, TwoHalfBatchesTakeTheStepOfTheWholeBatch) {
   ASSERT_NE(unused, names.end());
   EXPECT_TRUE(torch::equal(
       before[unused - names.begin()], expected[unused - names.begin()]));
+}
+
+TEST(Distributed, GradientsAveragedDuringBackwardTakeTheWholeBatchsSteps) {
+  SKIP_WITHOUT_C10D();
+  TempDir dir;
+  ASSERT_NO_FATAL_FAILURE(run_pair("overlap", seconds(60), dir.path));
+  expect_two_steps_of_the_whole_batch(dir.path);
+}
+
+TEST(Distributed, NcclCarriesCudaTensors) {
+  SKIP_WITHOUT_C10D();
+  if (!dist::nccl_available()) {
+    GTEST_SKIP() << "this build has no NCCL (RESNET_WITH_NCCL unset)";
+  }
+  if (torch::cuda::device_count() < 2) {
+    GTEST_SKIP() << "NCCL needs a GPU per process; "
+                 << torch::cuda::device_count() << " visible";
+  }
+  TempDir dir;
+  ASSERT_NO_FATAL_FAILURE(run_pair("nccl", seconds(120), dir.path));
+  expect_two_steps_of_the_whole_batch(dir.path);
+}
+
+TEST(Distributed, DataParallelAccumulatesAndRefusesASecondPass) {
+  SKIP_WITHOUT_C10D();
+  TempDir dir;
+  ASSERT_NO_FATAL_FAILURE(run_pair("accumulate", seconds(60), dir.path));
 }
 
 TEST(Distributed, APeerThatExitsMakesTheOtherFailWithinTheTimeout) {
@@ -707,6 +897,13 @@ TEST(Distributed, OneProcessNeedsNoPeersAndChangesNothing) {
   EXPECT_EQ(group.sum({1.5, 2.0}), (std::vector<double>{1.5, 2.0}));
   EXPECT_TRUE(torch::equal(t, torch::arange(4.0)));
   EXPECT_TRUE(resnet_test::unchanged(*net, before));
+  // DataParallel leaves gradients as backward made them.
+  dist::DataParallel parallel(*net, group);
+  backward_rows(net, 0, kBatch);
+  const auto grads = gradients(*net);
+  parallel.finish();
+  EXPECT_TRUE(same_gradients(gradients(*net), grads));
+  EXPECT_EQ(parallel.buckets(), 0u);
 }
 
 TEST(Distributed, WithoutC10dMoreThanOneProcessIsAClearError) {

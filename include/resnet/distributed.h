@@ -21,6 +21,7 @@
 // <resnet/resnet.h>.
 
 #include <c10/util/Exception.h>
+#include <torch/arg.h>
 #include <torch/autograd.h>
 #include <torch/cuda.h>
 #include <torch/nn/cloneable.h>
@@ -34,6 +35,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
+#include <mutex>
 #include <ostream>
 #include <stdexcept>
 #include <string>
@@ -48,6 +51,13 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#if defined(RESNET_WITH_NCCL) && RESNET_WITH_NCCL
+#if !defined(USE_C10D_NCCL)
+#error "RESNET_WITH_NCCL needs USE_C10D_NCCL defined"
+#endif
+#include <torch/csrc/cuda/nccl.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 #endif
 
 namespace resnet::distributed {
@@ -55,6 +65,18 @@ namespace resnet::distributed {
 /// Whether this build can run more than one process (c10d with Gloo).
 constexpr bool available() {
 #if defined(RESNET_WITH_C10D) && RESNET_WITH_C10D
+  return true;
+#else
+  return false;
+#endif
+}
+
+/// Whether CUDA tensors travel through NCCL (a CUDA LibTorch with the nccl.h
+/// it was built with; define RESNET_WITH_NCCL=1 and USE_C10D_NCCL) rather
+/// than through Gloo, which copies them to the CPU and back.
+constexpr bool nccl_available() {
+#if defined(RESNET_WITH_C10D) && RESNET_WITH_C10D && \
+    defined(RESNET_WITH_NCCL) && RESNET_WITH_NCCL
   return true;
 #else
   return false;
@@ -167,11 +189,13 @@ struct Bucket {
 };
 
 // Groups tensors by dtype and device, in order, into buckets of at most
-// `bucket_bytes` (a larger tensor is a bucket alone). The same list gives
-// the same buckets in every process.
+// `bucket_bytes` (a larger tensor is a bucket alone; the first bucket to
+// close holds at most `first_bucket_bytes`, if given). The same list gives
+// the same buckets in every process, in the order they close.
 inline std::vector<Bucket> make_buckets(
     const std::vector<torch::Tensor>& tensors,
-    int64_t bucket_bytes) {
+    int64_t bucket_bytes,
+    int64_t first_bucket_bytes = 0) {
   std::vector<Bucket> done, open;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const auto& t = tensors[i];
@@ -184,7 +208,10 @@ inline std::vector<Bucket> make_buckets(
         break;
       }
     }
-    if (k < open.size() && open[k].bytes + bytes > bucket_bytes) {
+    const int64_t cap = done.empty() && first_bucket_bytes > 0
+        ? first_bucket_bytes
+        : bucket_bytes;
+    if (k < open.size() && open[k].bytes + bytes > cap) {
       done.push_back(std::move(open[k]));
       open.erase(open.begin() + static_cast<std::ptrdiff_t>(k));
       k = open.size();
@@ -201,17 +228,19 @@ inline std::vector<Bucket> make_buckets(
   return done;
 }
 
-// The members of a bucket as one contiguous tensor on the CPU, where Gloo
-// reduces them.
+// The members of a bucket as one contiguous tensor, on the CPU (where Gloo
+// reduces them) unless `on_device`.
 inline torch::Tensor flatten(
     const std::vector<torch::Tensor>& tensors,
-    const Bucket& bucket) {
+    const Bucket& bucket,
+    bool on_device = false) {
   std::vector<torch::Tensor> flat;
   flat.reserve(bucket.members.size());
   for (auto i : bucket.members) {
     flat.push_back(tensors[i].reshape({-1}));
   }
-  return torch::cat(flat).to(torch::kCPU);
+  auto whole = torch::cat(flat);
+  return on_device ? whole : whole.to(torch::kCPU);
 }
 
 // Copies a flat tensor made by flatten back into the bucket's members.
@@ -256,10 +285,12 @@ inline torch::Device process_device(
   return {torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % gpus)};
 }
 
-/// The processes that train together, joined through c10d's TCPStore and
-/// Gloo. Every process must make the same calls in the same order with
-/// tensors of the same shapes; a peer that dies or falls behind by more
-/// than the timeout makes the others' calls throw.
+/// The processes that train together, joined through c10d's TCPStore:
+/// Gloo carries CPU tensors, NCCL CUDA tensors where this build has it
+/// (nccl_available() and a GPU; Gloo otherwise). Every process must make
+/// the same calls in the same order with tensors of the same shapes and
+/// devices; a peer that dies or falls behind by more than the timeout makes
+/// the others' calls throw (NCCL's watchdog ends the process instead).
 class Group {
  public:
   /// Joins the others: rank 0 serves the store at master_addr:master_port
@@ -293,16 +324,10 @@ class Group {
       store_options.waitWorkers = !env_.agent_store;
       store_options.timeout = timeout_;
       // Our keys apart from a launcher's own in a store it serves.
-      auto store = c10::make_intrusive<c10d::PrefixStore>(
+      store_ = c10::make_intrusive<c10d::PrefixStore>(
           "resnet",
           c10::make_intrusive<c10d::TCPStore>(env_.master_addr, store_options));
-      auto options = c10d::ProcessGroupGloo::Options::create(timeout_);
-      options->devices.push_back(device_for(env_.master_addr));
-      group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(
-          store,
-          static_cast<int>(env_.rank),
-          static_cast<int>(env_.world_size),
-          options);
+      connect("main");
     } catch (const std::exception& e) {
       TORCH_CHECK(
           false,
@@ -329,6 +354,41 @@ class Group {
         "RESNET_WITH_C10D=1 with LibTorch's Gloo headers, e.g. Debian's "
         "libtorch-dev with libgloo-dev)");
 #endif
+  }
+
+  Group(Group&&) = default;
+
+  /// Another group of the same processes whose collectives never pair with
+  /// this one's, however the calls of the two interleave (e.g. gradients
+  /// sent while backward runs, beside synchronized batch norm's). Every
+  /// process must open its channels in the same order (`name` only labels
+  /// them in messages).
+  Group channel(const std::string& name) {
+    Group other(env_, timeout_, Private{});
+#if defined(RESNET_WITH_C10D) && RESNET_WITH_C10D
+    if (size() > 1) {
+      other.store_ = store_;
+      try {
+        other.connect("channel" + std::to_string(++channels_));
+      } catch (const std::exception& e) {
+        TORCH_CHECK(
+            false,
+            "resnet: rank ",
+            env_.rank,
+            " could not open channel '",
+            name,
+            "' of ",
+            env_.world_size,
+            " processes within ",
+            timeout_.count(),
+            " ms: ",
+            what_of(e));
+      }
+    }
+#else
+    (void)name;
+#endif
+    return other;
   }
 
   int64_t rank() const {
@@ -425,6 +485,30 @@ class Group {
         ")");
   }
 
+  /// Starts replacing `tensor` by its sum over the processes and returns at
+  /// once; the function returned waits for the sum (and throws as the other
+  /// collectives do). Other collectives may be started before waiting, in
+  /// the same order in every process. A CUDA tensor is summed where it is.
+  std::function<void()> start_all_reduce_sum_(torch::Tensor tensor) {
+    detail::check_tensors({tensor}, "start_all_reduce_sum_");
+    if (size() == 1) {
+      return [] {};
+    }
+#if defined(RESNET_WITH_C10D) && RESNET_WITH_C10D
+    torch::NoGradGuard no_grad;
+    TORCH_CHECK(
+        tensor.is_contiguous(),
+        "resnet: start_all_reduce_sum_ expects a contiguous tensor");
+    std::vector<at::Tensor> one{tensor};
+    c10d::AllreduceOptions options;
+    options.reduceOp = c10d::ReduceOp::SUM;
+    auto work = backend_for(tensor).allreduce(one, options);
+    return [this, work] { wait(work, "all_reduce"); };
+#else
+    return [] {};
+#endif
+  }
+
   /// Returns when every process has called barrier().
   void barrier() {
 #if defined(RESNET_WITH_C10D) && RESNET_WITH_C10D
@@ -435,7 +519,80 @@ class Group {
   }
 
  private:
+  struct Private {};
+  Group(Environment env, std::chrono::milliseconds timeout, Private)
+      : env_(std::move(env)), timeout_(timeout) {}
+
 #if defined(RESNET_WITH_C10D) && RESNET_WITH_C10D
+  // Gloo's pairs for the collectives of channel `name`, and NCCL's
+  // communicators (made at their first collective) where there is a GPU.
+  void connect(const std::string& name) {
+    auto options = c10d::ProcessGroupGloo::Options::create(timeout_);
+    options->devices.push_back(device_for(env_.master_addr));
+    group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        c10::make_intrusive<c10d::PrefixStore>(name, store_),
+        static_cast<int>(env_.rank),
+        static_cast<int>(env_.world_size),
+        options);
+#if defined(RESNET_WITH_NCCL) && RESNET_WITH_NCCL
+    if (torch::cuda::is_available()) {
+      // Options holds NCCL's structs: their layout must be LibTorch's.
+      constexpr std::uint64_t ours = (std::uint64_t{NCCL_MAJOR} << 32) |
+          (std::uint64_t{NCCL_MINOR} << 16) | std::uint64_t{NCCL_PATCH};
+      const std::uint64_t torchs = torch::cuda::nccl::version();
+      TORCH_CHECK(
+          torchs == ours,
+          "resnet: compiled with nccl.h of NCCL ",
+          NCCL_MAJOR,
+          ".",
+          NCCL_MINOR,
+          ".",
+          NCCL_PATCH,
+          ", but LibTorch was built with NCCL ",
+          torchs >> 32,
+          ".",
+          (torchs >> 16) & 0xffff,
+          ".",
+          torchs & 0xffff,
+          "; build with LibTorch's own nccl.h (RESNET_NCCL_INCLUDE_DIR)");
+      auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+      nccl_options->timeout = timeout_;
+      nccl_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          c10::make_intrusive<c10d::PrefixStore>(name + "/nccl", store_),
+          static_cast<int>(env_.rank),
+          static_cast<int>(env_.world_size),
+          nccl_options);
+    }
+#endif
+  }
+
+  // Whether `t` travels through NCCL.
+  bool by_nccl(const torch::Tensor& t) const {
+#if defined(RESNET_WITH_NCCL) && RESNET_WITH_NCCL
+    return t.is_cuda() && nccl_;
+#else
+    (void)t;
+    return false;
+#endif
+  }
+
+#if defined(RESNET_WITH_NCCL) && RESNET_WITH_NCCL
+  using Carrier = c10d::Backend;
+#else // LibTorch 1.13's Gloo is not a Backend yet
+  using Carrier = c10d::ProcessGroupGloo;
+#endif
+
+  // The backend that carries `t`.
+  Carrier& backend_for(const torch::Tensor& t) {
+#if defined(RESNET_WITH_NCCL) && RESNET_WITH_NCCL
+    if (by_nccl(t)) {
+      return *nccl_;
+    }
+#endif
+    (void)t;
+    return *group_;
+  }
+
   static std::string what_of(const std::exception& e) {
     if (const auto* c10 = dynamic_cast<const c10::Error*>(&e)) {
       return c10->what_without_backtrace();
@@ -499,16 +656,17 @@ class Group {
     std::vector<torch::Tensor> flats;
     std::vector<c10::intrusive_ptr<c10d::Work>> works;
     for (const auto& bucket : buckets) {
-      flats.push_back(detail::flatten(list, bucket));
+      flats.push_back(
+          detail::flatten(list, bucket, by_nccl(list[bucket.members[0]])));
       std::vector<at::Tensor> one{flats.back()};
       if (reduce) {
         c10d::AllreduceOptions options;
         options.reduceOp = c10d::ReduceOp::SUM;
-        works.push_back(group_->allreduce(one, options));
+        works.push_back(backend_for(one[0]).allreduce(one, options));
       } else {
         c10d::BroadcastOptions options;
         options.rootRank = root;
-        works.push_back(group_->broadcast(one, options));
+        works.push_back(backend_for(one[0]).broadcast(one, options));
       }
     }
     for (size_t b = 0; b < buckets.size(); ++b) {
@@ -524,7 +682,12 @@ class Group {
   Environment env_;
   std::chrono::milliseconds timeout_;
 #if defined(RESNET_WITH_C10D) && RESNET_WITH_C10D
+  c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group_;
+#if defined(RESNET_WITH_NCCL) && RESNET_WITH_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl_;
+#endif
+  int64_t channels_ = 0; // opened so far
 #endif
 };
 
@@ -623,6 +786,334 @@ inline void average_gradients(
     }
   }
 }
+
+/// How DataParallel sends gradients.
+struct DataParallelOptions {
+  /// Send each bucket as soon as backward has filled it (true), or all of
+  /// them in finish(). Overlapping pays where computing leaves the CPU
+  /// cores some time (a GPU, spare cores); with every core computing, the
+  /// sums compete with backward for them (measured in the README).
+  TORCH_ARG(bool, overlap) = true;
+  /// Bytes of gradients summed by one collective.
+  TORCH_ARG(int64_t, bucket_bytes) = default_bucket_bytes;
+  /// Bytes of the first bucket, small so that sending starts early.
+  TORCH_ARG(int64_t, first_bucket_bytes) = 1024 * 1024;
+};
+
+/// Data-parallel training of `module` in this process: the constructor gives
+/// every process rank 0's parameters and buffers (broadcast_module); then
+/// each backward pass starts averaging the gradients while it runs. As
+/// soon as backward has produced every gradient of a bucket, the bucket's
+/// sum over the processes starts; finish() waits for the rest and writes
+/// the averages. Call finish() after each backward pass, before the
+/// optimizer step:
+///
+///   resnet::distributed::DataParallel parallel(*model, group);
+///   ...
+///   loss.backward();
+///   parallel.finish();
+///   optimizer.step();
+///
+/// After finish(), every parameter's gradient is the mean over the
+/// processes of its gradient there (what average_gradients computes after
+/// backward, and the same numbers): a gradient accumulated over earlier
+/// passes counts, a parameter without a gradient in this process counts as
+/// zero, and one that no process has a gradient for keeps none. Passes
+/// made with set_synchronizing(false) only accumulate (Python DDP's
+/// no_sync()): the next synchronizing pass averages the sum.
+///
+/// Buckets go out strictly in the same order in every process, as
+/// collectives must. In the first pass they follow the reverse order of the
+/// parameters (the order in which backward usually produces them); its
+/// finish() rebuilds them in the order rank 0 actually received the
+/// gradients, parameters it received none for last, so that no bucket
+/// waits for a late or missing gradient while later ones are full. The
+/// first bucket is small (1 MiB) so that communication starts early. The
+/// buckets travel on a channel of their own (Group::channel), apart from
+/// the collectives that backward itself makes (synchronized batch norm's)
+/// and whatever the caller sends between passes. The
+/// module's parameters must not be replaced while this object lives (it
+/// hooks them); with one process it does nothing.
+class DataParallel {
+ public:
+  explicit DataParallel(
+      torch::nn::Module& module,
+      Group& group,
+      DataParallelOptions options = {})
+      : group_(group.channel("gradients")), options_(options) {
+    TORCH_CHECK(
+        options.bucket_bytes() > 0 && options.first_bucket_bytes() > 0,
+        "resnet: DataParallel expects positive bucket sizes, got ",
+        options.bucket_bytes(),
+        " and ",
+        options.first_bucket_bytes());
+    broadcast_module(module, group);
+    if (group.size() == 1) {
+      return;
+    }
+    const auto named = module.named_parameters();
+    for (auto it = named.end(); it != named.begin();) {
+      --it;
+      if (it->value().requires_grad()) {
+        names_.push_back(it->key());
+        params_.push_back(it->value());
+      }
+    }
+    std::vector<size_t> order(params_.size());
+    for (size_t i = 0; i < order.size(); ++i) {
+      order[i] = i;
+    }
+    build(order);
+    hooks_.reserve(params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) {
+      hooks_.push_back(params_[i].register_hook(
+          [this, i](const torch::Tensor& grad) { on_gradient(i, grad); }));
+    }
+  }
+
+  DataParallel(const DataParallel&) = delete;
+  DataParallel& operator=(const DataParallel&) = delete;
+
+  ~DataParallel() {
+    for (size_t i = 0; i < hooks_.size(); ++i) {
+      params_[i].remove_hook(hooks_[i]);
+    }
+  }
+
+  /// Whether the next backward passes take part (true, the default) or
+  /// only accumulate gradients in this process. Set it between passes.
+  void set_synchronizing(bool on) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    synchronizing_ = on;
+  }
+
+  /// Sends what the backward pass has not sent, waits for every sum and
+  /// replaces each gradient by its mean over the processes.
+  void finish() {
+    if (group_.size() == 1) {
+      return;
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    torch::NoGradGuard no_grad;
+    overlapped_ = next_;
+    // Gradients backward did not bring in this pass: those from earlier
+    // passes, or zeros.
+    auto has = torch::zeros({static_cast<int64_t>(params_.size())});
+    auto has_a = has.accessor<float, 1>();
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (slots_[i].filled) {
+        has_a[static_cast<int64_t>(i)] = 1;
+        continue;
+      }
+      const auto& g = params_[i].grad();
+      TORCH_CHECK(
+          !g.defined() || g.layout() == torch::kStrided,
+          "resnet: DataParallel does not support sparse gradients (",
+          names_[i],
+          ")");
+      auto slot = slot_of(i);
+      if (g.defined()) {
+        slot.copy_(g);
+        has_a[static_cast<int64_t>(i)] = 1;
+      } else {
+        slot.zero_();
+      }
+    }
+    while (next_ < buckets_.size()) {
+      start(next_++);
+    }
+    auto has_wait = group_.start_all_reduce_sum_(has);
+    std::exception_ptr failed;
+    for (auto& b : buckets_) {
+      try {
+        b.wait();
+      } catch (...) {
+        failed = failed ? failed : std::current_exception();
+      }
+      b.wait = nullptr;
+    }
+    if (!failed) {
+      try {
+        has_wait();
+      } catch (...) {
+        failed = std::current_exception();
+      }
+    }
+    if (failed) {
+      rearm();
+      std::rethrow_exception(failed);
+    }
+    const auto n = static_cast<double>(group_.size());
+    for (auto& b : buckets_) {
+      b.flat.div_(n);
+    }
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (has_a[static_cast<int64_t>(i)] == 0) {
+        continue; // no process has a gradient for it
+      }
+      auto mean = slot_of(i);
+      auto& g = params_[i].mutable_grad();
+      if (g.defined()) {
+        g.copy_(mean);
+      } else {
+        g = mean.clone();
+      }
+    }
+    if (!rebuilt_) {
+      // Once: buckets in the order the first pass brought gradients in.
+      rebuild_from_arrivals();
+    }
+    rearm();
+  }
+
+  /// How many buckets the last finish() found already sent during the
+  /// backward pass, out of buckets() (the overlap achieved).
+  size_t overlapped() const {
+    return overlapped_;
+  }
+  size_t buckets() const {
+    return buckets_.size();
+  }
+
+ private:
+  struct Slot {
+    size_t bucket = 0;
+    int64_t offset = 0;
+    bool filled = false;
+  };
+  struct BucketState {
+    std::vector<size_t> members;
+    torch::Tensor flat;
+    size_t missing = 0; // gradients still to come in this pass
+    std::function<void()> wait;
+  };
+
+  torch::Tensor slot_of(size_t i) {
+    const auto& p = params_[i];
+    return buckets_[slots_[i].bucket]
+        .flat.narrow(0, slots_[i].offset, p.numel())
+        .view(p.sizes());
+  }
+
+  // Buckets of the parameters in `order` (indices into params_), the
+  // first to be sent first.
+  void build(const std::vector<size_t>& order) {
+    std::vector<torch::Tensor> ordered;
+    for (auto i : order) {
+      ordered.push_back(params_[i]);
+    }
+    const auto buckets = detail::make_buckets(
+        ordered, options_.bucket_bytes(), options_.first_bucket_bytes());
+    slots_.assign(params_.size(), Slot{});
+    buckets_.clear();
+    for (const auto& bucket : buckets) {
+      BucketState state;
+      int64_t offset = 0;
+      for (auto k : bucket.members) {
+        const size_t i = order[k];
+        state.members.push_back(i);
+        slots_[i].bucket = buckets_.size();
+        slots_[i].offset = offset;
+        offset += params_[i].numel();
+      }
+      state.flat = torch::empty({offset}, params_[state.members[0]].options());
+      buckets_.push_back(std::move(state));
+    }
+    rearm();
+  }
+
+  // Rank 0's arrival order (then the parameters backward did not reach
+  // there), so that a bucket does not wait for a gradient that comes late
+  // or never while later ones are ready. Every process takes rank 0's.
+  void rebuild_from_arrivals() {
+    rebuilt_ = true;
+    std::vector<bool> seen(params_.size(), false);
+    std::vector<int64_t> order;
+    for (auto i : arrivals_) {
+      seen[i] = true;
+      order.push_back(static_cast<int64_t>(i));
+    }
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (!seen[i]) {
+        order.push_back(static_cast<int64_t>(i));
+      }
+    }
+    auto shared = torch::tensor(order, torch::kLong);
+    group_.broadcast_({shared});
+    std::vector<size_t> chosen;
+    for (int64_t k = 0; k < shared.numel(); ++k) {
+      chosen.push_back(static_cast<size_t>(shared[k].item<int64_t>()));
+    }
+    arrivals_.clear();
+    build(chosen);
+  }
+
+  void rearm() {
+    for (auto& s : slots_) {
+      s.filled = false;
+    }
+    for (auto& b : buckets_) {
+      b.missing = b.members.size();
+    }
+    next_ = 0;
+  }
+
+  void start(size_t b) {
+    buckets_[b].wait = group_.start_all_reduce_sum_(buckets_[b].flat);
+  }
+
+  // Backward's gradient for parameter i, before it is added to .grad: the
+  // bucket takes it plus what .grad holds already (the sum .grad is about
+  // to become); full buckets go out in order.
+  void on_gradient(size_t i, const torch::Tensor& grad) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!synchronizing_) {
+      return;
+    }
+    TORCH_CHECK(
+        !slots_[i].filled,
+        "resnet: DataParallel: a second gradient for '",
+        names_[i],
+        "' before finish(); call finish() after every backward pass, or "
+        "set_synchronizing(false) for passes that only accumulate");
+    TORCH_CHECK(
+        grad.layout() == torch::kStrided,
+        "resnet: DataParallel does not support sparse gradients (",
+        names_[i],
+        ")");
+    torch::NoGradGuard no_grad;
+    auto slot = slot_of(i);
+    slot.copy_(grad);
+    const auto& before = params_[i].grad();
+    if (before.defined()) {
+      slot.add_(before);
+    }
+    slots_[i].filled = true;
+    if (!rebuilt_) {
+      arrivals_.push_back(i);
+    }
+    if (--buckets_[slots_[i].bucket].missing > 0 || !options_.overlap()) {
+      return;
+    }
+    while (next_ < buckets_.size() && buckets_[next_].missing == 0) {
+      start(next_++);
+    }
+  }
+
+  Group group_; // a channel of the caller's group
+  std::vector<std::string> names_;
+  std::vector<torch::Tensor> params_; // last registered first
+  std::vector<Slot> slots_;
+  std::vector<BucketState> buckets_;
+  std::vector<unsigned> hooks_;
+  std::mutex mutex_;
+  DataParallelOptions options_;
+  std::vector<size_t> arrivals_; // until rebuilt_: the order of arrival
+  bool rebuilt_ = false;
+  bool synchronizing_ = true;
+  size_t next_ = 0; // the next bucket to send
+  size_t overlapped_ = 0;
+};
 
 namespace detail {
 

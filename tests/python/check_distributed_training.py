@@ -7,8 +7,8 @@
 On a small MNIST-format data set, over c10d's Gloo on loopback: two processes
 started by examples/launch.sh (and by torchrun where Python's torch has it)
 learn, print and write once (rank 0); with --sync-bn their first steps take
-one process's losses; a run stopped part-way (--stop-after,
-Ctrl-C to the launcher) and resumed takes the uninterrupted run's steps; a
+one process's losses; a run stopped part-way (--stop-after, Ctrl-C to the
+launcher or to torchrun) and resumed takes the uninterrupted run's steps; a
 rank that dies or never comes makes the other exit non-zero within its
 --timeout. Without c10d (--c10d 0) it checks that two processes are refused
 with a clear message instead. Exit status 0 when everything holds.
@@ -81,6 +81,27 @@ def wait_for_steps(out, count, proc, limit=180):
             return True
         time.sleep(0.05)
     return False
+
+
+def interrupt_and_resume(runs, common, launcher, reference, expect):
+    """Ctrl-C to the launcher after 5 steps: both processes stop at the
+    same step and rank 0 saves; --resume then takes the uninterrupted run's
+    steps (`reference`)."""
+    name = f"{launcher}-interrupted"
+    out = runs.out(name)
+    proc = subprocess.Popen(runs.command(name, common, launcher),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    waited = wait_for_steps(out, 5, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    state = os.path.join(out, "last_state.json")
+    stopped_at = json.load(open(state))["step"] if os.path.exists(state) else -1
+    check(waited and proc.returncode == expect and "interrupted at step" in stdout
+          and 0 < stopped_at < max(reference),
+          f"Ctrl-C to {launcher} stops both processes at step {stopped_at} and saves "
+          f"({proc.returncode}: {stderr[-300:]})")
+    runs.run(name, common + ["--resume"], launcher=launcher)
+    same_steps(reference, steps(out), stopped_at + 1, f"{launcher}, Ctrl-C at step {stopped_at}")
 
 
 def failures(runs, common):
@@ -166,19 +187,7 @@ def main():
           "the resumed run ends at the uninterrupted run's accuracy")
 
     # Ctrl-C to the launcher: both stop at the same step, rank 0 saves.
-    out = runs.out("interrupted")
-    proc = subprocess.Popen(runs.command("interrupted", common, "launch"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    waited = wait_for_steps(out, 5, proc)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    stopped_at = json.load(open(os.path.join(out, "last_state.json")))["step"]
-    check(waited and proc.returncode == 130 and "interrupted at step" in stdout
-          and stopped_at < max(reference),
-          f"Ctrl-C stops both processes at step {stopped_at} and saves "
-          f"({proc.returncode}: {stderr[-300:]})")
-    r = runs.run("interrupted", common + ["--resume"])
-    same_steps(reference, steps(out), stopped_at + 1, f"Ctrl-C at step {stopped_at}")
+    interrupt_and_resume(runs, common, "launch", reference, expect=130)
 
     # --sync-bn: batch statistics of the whole batch, so that without
     # augmentation (which each process draws for its own half) the first
@@ -211,6 +220,9 @@ def main():
         check(r.returncode == 0 and summary(runs.out("torchrun"))["test_accuracy"] == a2
               and steps(runs.out("torchrun")) == reference,
               "under torchrun the run takes the launcher's steps")
+        # Ctrl-C to torchrun: its agent passes the signal on to the
+        # processes (and itself exits 1).
+        interrupt_and_resume(runs, common, "torchrun", reference, expect=1)
     else:
         print(f"(torchrun of {sys.executable} does not run here, not tried: "
               f"{probe.stderr.strip().splitlines()[-1:]})")
