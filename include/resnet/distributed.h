@@ -1,10 +1,11 @@
 #pragma once
 
-// Data-parallel training over LibTorch's own c10d with the Gloo backend:
-// every process holds a copy of the model and a share of the batch; the
-// processes start from rank 0's weights (broadcast_module) and average their
-// gradients after each backward pass (average_gradients), so that one
-// optimizer step in each equals a step on the whole batch.
+// Data-parallel training over LibTorch's own c10d (Gloo; NCCL for CUDA
+// tensors where built with it): every process holds a copy of the model and
+// a share of the batch; the processes start from rank 0's weights and
+// average their gradients in buckets while each backward pass runs
+// (DataParallel; average_gradients after it), so that one optimizer step in
+// each equals a step on the whole batch.
 //
 // The processes meet as torchrun starts them: RANK, WORLD_SIZE, LOCAL_RANK,
 // MASTER_ADDR and MASTER_PORT (from_environment); rank 0 (or torchrun 2.x's
@@ -17,7 +18,9 @@
 // compiles (with USE_DISTRIBUTED and USE_C10D_GLOO, which LibTorch's CMake
 // target defines); without it available() is false and a Group of more than
 // one process cannot be made, while a single process (no RANK/WORLD_SIZE)
-// still works, every collective then being a no-op. Not part of
+// still works, every collective then being a no-op. NCCL (nccl_available())
+// needs RESNET_WITH_NCCL=1 and USE_C10D_NCCL, with the nccl.h LibTorch was
+// built with (cmake/resnetC10d.cmake finds it). Not part of
 // <resnet/resnet.h>.
 
 #include <c10/util/Exception.h>
