@@ -5,11 +5,12 @@
 // image folders DIR/{train,test}/<class>/. Into --out go metrics.csv,
 // steps.csv, curves.png (gnuplot), best.pt and last.pt (for torch.load and
 // resnet::load_state_dict), summary.json and checkpoint/: Ctrl-C saves one,
-// --resume continues exactly. Under torchrun (or examples/launch.sh) it runs
-// data-parallel over c10d, --batch-size split among the processes. Builds
-// alone with find_package(resnet) and CLI11, linking resnet::resnet
-// CLI11::CLI11 ZLIB::ZLIB PNG::PNG libturbojpeg (for several processes also
-// defining RESNET_WITH_C10D=1 USE_DISTRIBUTED USE_C10D_GLOO, see
+// --resume continues exactly. --cuda-graph replays each training step as one
+// captured CUDA graph (one process on a GPU). Under torchrun (or
+// examples/launch.sh) it runs data-parallel over c10d, --batch-size split among
+// the processes. Builds alone with find_package(resnet) and CLI11, linking
+// resnet::resnet CLI11::CLI11 ZLIB::ZLIB PNG::PNG libturbojpeg (for several
+// processes also defining RESNET_WITH_C10D=1 USE_DISTRIBUTED USE_C10D_GLOO, see
 // resnet/distributed.h).
 
 #include <resnet/data/augment.h>
@@ -40,7 +41,7 @@ struct Args {
   double lr = 0.1, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = -1;
   double label_smoothing = 0.1, erasing = 0, mixup = 0, cutmix = 0;
   bool no_nesterov = false, no_flip = false, no_augment = false, resume = false;
-  bool sync_bn = false;
+  bool sync_bn = false, cuda_graph = false;
   int threads = 0;
   uint64_t seed = 0;
   double timeout = 300;
@@ -91,6 +92,7 @@ Args parse_args(int argc, char** argv) {
   opt("--out", a.out, "output folder");
   app.add_flag("--resume", a.resume, "continue the run in --out");
   app.add_flag("--sync-bn", a.sync_bn, "batch norm over all processes");
+  app.add_flag("--cuda-graph", a.cuda_graph, "steps replayed as a CUDA graph");
   opt("--train-limit", a.train_limit, "the first N train images")->check(count);
   opt("--test-limit", a.test_limit, "the first N test images")->check(count);
   opt("--stop-after", a.stop_after, "stop after N steps, as Ctrl-C")
@@ -120,7 +122,11 @@ struct Run {
   rd::AugmentOptions augment;
   int64_t classes = 0, steps_per_epoch = 0;
   resnet::AnyResNet model = nullptr;
-  std::unique_ptr<torch::optim::SGD> optimizer;
+  std::unique_ptr<resnet::ForeachSGD> optimizer;
+  // --cuda-graph: the training step, captured at the first batch, and the
+  // logits it computes (a buffer each replay rewrites).
+  std::unique_ptr<resnet::CudaGraphTrainStep> graph;
+  torch::Tensor graph_logits;
   resnet::WarmupCosine lr;
   std::unique_ptr<resnet::TrainingLog> log;
   resnet::RunProgress at; // saved in checkpoints
@@ -262,6 +268,39 @@ void evaluate(Run& r) {
   r.test = resnet::ConfusionMatrix::from_totals(totals);
 }
 
+// One optimizer step on a batch; returns its loss and logits. With
+// --cuda-graph a batch shaped like the first replays the step captured from
+// it, any other (a smaller last batch) runs eagerly.
+std::pair<torch::Tensor, torch::Tensor>
+train_step(Run& r, const torch::Tensor& x, const torch::Tensor& y) {
+  const auto loss_of = [&r](const torch::Tensor& logits, const auto& y) {
+    return rd::cross_entropy(logits, y, r.args.label_smoothing);
+  };
+  if (r.args.cuda_graph && !r.graph) {
+    r.graph = std::make_unique<resnet::CudaGraphTrainStep>(
+        *r.model,
+        *r.optimizer,
+        [&r, loss_of](const torch::Tensor& images, const torch::Tensor& y) {
+          const auto logits = forward(r, images);
+          r.graph_logits = logits.detach();
+          return loss_of(logits, y);
+        },
+        x,
+        y);
+  }
+  if (r.graph && x.sizes() == r.graph->images().sizes() &&
+      y.sizes() == r.graph->targets().sizes()) {
+    return {(*r.graph)(x, y), r.graph_logits};
+  }
+  r.optimizer->zero_grad();
+  const auto logits = forward(r, x);
+  const auto loss = loss_of(logits, y);
+  loss.backward();
+  r.parallel->finish();
+  r.optimizer->step();
+  return {loss, logits};
+}
+
 // Trains to the end of the current epoch. Returns the images per second, or
 // nullopt when stopped (Ctrl-C, --stop-after) before the end.
 std::optional<double> train_epoch(Run& r, rd::Loader& loader) {
@@ -280,12 +319,7 @@ std::optional<double> train_epoch(Run& r, rd::Loader& loader) {
     const auto [x, y] = prepare(r, *b, true);
     const double lr = r.lr(at.step);
     resnet::set_learning_rate(*r.optimizer, lr);
-    r.optimizer->zero_grad();
-    const auto logits = forward(r, x);
-    const auto loss = rd::cross_entropy(logits, y, r.args.label_smoothing);
-    loss.backward();
-    r.parallel->finish();
-    r.optimizer->step();
+    const auto [loss, logits] = train_step(r, x, y);
     resnet::EpochTotals mine;
     mine.add(loss.item<double>(), logits, b->targets);
     const bool stop = resnet::interrupt_requested() ||
@@ -354,6 +388,7 @@ void report(const Run& r, double wall) {
        {"seconds", wall},
        {"training_seconds", r.at.seconds},
        {"device", r.device.str()},
+       {"cuda_graph", r.args.cuda_graph},
        {"threads", torch::get_num_threads()},
        {"mean", r.mean},
        {"std", r.std}});
@@ -390,6 +425,16 @@ int main(int argc, char** argv) try {
                               : resnet::parse_device(a.device);
   r.device =
       resnet::distributed::process_device(r.device, r.group->environment());
+  TORCH_CHECK(
+      !a.cuda_graph || r.group->size() == 1,
+      "--cuda-graph trains in one process; with ",
+      r.group->size(),
+      " the gradients travel between the processes outside the graph");
+  TORCH_CHECK(
+      !a.cuda_graph || r.device.is_cuda(),
+      "--cuda-graph replays CUDA work and this run is on ",
+      r.device,
+      " (--device cuda)");
   if (r.device.is_cpu()) { // reusing freed activations' memory is faster
     resnet::enable_cpu_memory_cache();
   }

@@ -120,6 +120,12 @@ Batch batch_rows(int64_t begin, int64_t end) {
       marked.slice(0, begin, end)};
 }
 
+// The cross-entropy gradients of a batch, added to .grad.
+void backward(TinyNet& net, const Batch& b) {
+  torch::nn::functional::cross_entropy(net->forward(b.x, b.marked), b.y)
+      .backward();
+}
+
 // One SGD step; `between` runs after backward, before the step.
 template <class F>
 void sgd_step(TinyNet& net, const Batch& b, F&& between) {
@@ -127,8 +133,7 @@ void sgd_step(TinyNet& net, const Batch& b, F&& between) {
       net->parameters(),
       torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(0.01));
   sgd.zero_grad();
-  torch::nn::functional::cross_entropy(net->forward(b.x, b.marked), b.y)
-      .backward();
+  backward(net, b);
   between();
   sgd.step();
 }
@@ -188,9 +193,7 @@ dist::DataParallelOptions tiny_buckets() {
 
 // The cross-entropy gradients of rows [begin, end), added to .grad.
 void backward_rows(TinyNet& net, int64_t begin, int64_t end) {
-  const auto b = batch_rows(begin, end);
-  torch::nn::functional::cross_entropy(net->forward(b.x, b.marked), b.y)
-      .backward();
+  backward(net, batch_rows(begin, end));
 }
 
 // ---------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 #include "test_support.h"
 
+#include <resnet/training.h>
+
 #include <cmath>
 
 using namespace resnet_test;
@@ -607,19 +609,22 @@ TEST(CudaGraphTrainStep, RefusesAdamAndInputsOffTheGpu) {
   const auto y = torch::randint(10, {2});
   torch::optim::Adam adam(model->parameters());
   EXPECT_TRUE(contains(
-      error_of([&] { resnet::CudaGraphTrainStep step(adam, loss, x, y); }),
+      error_of(
+          [&] { resnet::CudaGraphTrainStep step(*model, adam, loss, x, y); }),
       "captures SGD steps only"));
   resnet::ForeachSGD sgd(
       model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
   const auto before = model->conv1->weight.clone();
   EXPECT_TRUE(contains(
-      error_of([&] { resnet::CudaGraphTrainStep step(sgd, loss, x, y); }),
+      error_of(
+          [&] { resnet::CudaGraphTrainStep step(*model, sgd, loss, x, y); }),
       resnet::kWithCuda ? "captures CUDA work" : "needs CUDA"));
   // Refused before anything trained.
   EXPECT_TRUE(torch::equal(model->conv1->weight, before));
 }
 
-// The captured step trains as the eager step does, batch after batch.
+// Building the captured step trains nothing; replayed, it trains as the
+// eager step does, batch after batch, following a learning-rate schedule.
 TEST(CudaGraphTrainStep, ReplaysMatchEagerStepsOnTheGpu) {
   if (!torch::cuda::is_available()) {
     GTEST_SKIP() << "no CUDA device";
@@ -642,6 +647,7 @@ TEST(CudaGraphTrainStep, ReplaysMatchEagerStepsOnTheGpu) {
         torch::randn({8, 3, 32, 32}).to(torch::kCUDA),
         torch::randint(10, {8}).to(torch::kCUDA));
   };
+  const auto rate = [](int64_t k) { return 0.05 / static_cast<double>(k); };
   const auto eager_step = [&](const torch::Tensor& x, const torch::Tensor& y) {
     eager_sgd.zero_grad();
     auto loss = torch::cross_entropy_loss(eager->forward(x), y);
@@ -649,42 +655,62 @@ TEST(CudaGraphTrainStep, ReplaysMatchEagerStepsOnTheGpu) {
     eager_sgd.step();
     return loss.detach();
   };
+  const auto expect_same_network = [&](const std::string& when) {
+    const auto eager_state = eager->named_parameters();
+    for (const auto& p : graphed->named_parameters()) {
+      EXPECT_LE(relative_error(p.value(), eager_state[p.key()]), 1e-4)
+          << p.key() << " " << when;
+    }
+    const auto eager_buffers = eager->named_buffers();
+    for (const auto& b : graphed->named_buffers()) {
+      const auto& e = eager_buffers[b.key()];
+      if (b.value().is_floating_point()) {
+        EXPECT_LE(relative_error(b.value(), e), 1e-4) << b.key() << " " << when;
+      } else {
+        EXPECT_TRUE(torch::equal(b.value(), e)) << b.key() << " " << when;
+      }
+    }
+  };
   const auto first = batch(0);
   const auto& x0 = first.first;
   const auto& y0 = first.second;
-  const int warmup = 2;
   resnet::CudaGraphTrainStep step(
+      *graphed,
       graphed_sgd,
       [&](const torch::Tensor& x, const torch::Tensor& y) {
         return torch::cross_entropy_loss(graphed->forward(x), y);
       },
       x0,
       y0,
-      warmup);
-  // The constructor trained warmup + 1 steps on the example batch.
-  for (int i = 0; i < warmup + 1; ++i) {
-    eager_step(x0, y0);
-  }
+      /*warmup=*/2);
+  // The warm-up and capture left weights, statistics and momentum alone.
+  expect_same_network("after the capture");
   for (int64_t k = 1; k <= 4; ++k) {
     const auto next = batch(k);
+    resnet::set_learning_rate(eager_sgd, rate(k));
+    resnet::set_learning_rate(graphed_sgd, rate(k));
     const auto expected = eager_step(next.first, next.second);
     const auto loss = step(next.first, next.second);
     EXPECT_LE(relative_error(loss, expected), 1e-4) << "step " << k;
   }
-  const auto eager_state = eager->named_parameters();
-  for (const auto& p : graphed->named_parameters()) {
-    EXPECT_LE(relative_error(p.value(), eager_state[p.key()]), 1e-4) << p.key();
-  }
-  const auto eager_buffers = eager->named_buffers();
-  for (const auto& b : graphed->named_buffers()) {
-    if (b.value().is_floating_point()) {
-      EXPECT_LE(relative_error(b.value(), eager_buffers[b.key()]), 1e-4)
-          << b.key();
-    }
-  }
+  expect_same_network("after 4 steps");
   EXPECT_TRUE(contains(
       error_of([&] { step(x0.narrow(0, 0, 4), y0.narrow(0, 0, 4)); }),
       "was captured for images"));
+
+  // torch::optim::SGD's rate is frozen in the graph: a change is refused.
+  torch::optim::SGD plain(graphed->parameters(), options);
+  resnet::CudaGraphTrainStep frozen(
+      *graphed,
+      plain,
+      [&](const torch::Tensor& x, const torch::Tensor& y) {
+        return torch::cross_entropy_loss(graphed->forward(x), y);
+      },
+      x0,
+      y0);
+  frozen(x0, y0);
+  resnet::set_learning_rate(plain, 0.01);
+  EXPECT_TRUE(contains(error_of([&] { frozen(x0, y0); }), "froze"));
 }
 
 TEST(CpuMemoryCache, ReusesBlocksAndKeepsResults) {

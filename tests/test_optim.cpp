@@ -146,6 +146,53 @@ TEST(ForeachSGD, GroupsKeepTheirOwnOptions) {
   }
 }
 
+// Rates read from tensors (for a captured step) follow the options, per
+// group, as a schedule changes them.
+TEST(ForeachSGD, LearningRatesFromTensorsFollowTheSchedule) {
+  std::vector<torch::Device> devices = {torch::kCPU};
+  if (torch::cuda::is_available()) {
+    devices.emplace_back(torch::kCUDA);
+  }
+  for (const auto& device : devices) {
+    auto a = make_params(device);
+    auto b = make_params(device);
+    const auto groups = [](std::vector<torch::Tensor>& p) {
+      const auto o = SGDOptions(0.1).momentum(0.9).nesterov(true);
+      auto decayed = o;
+      decayed.weight_decay(1e-2);
+      return std::vector<torch::optim::OptimizerParamGroup>{
+          {{p[0], p[1]}, std::make_unique<SGDOptions>(decayed)},
+          {{p[2], p[3]}, std::make_unique<SGDOptions>(o)}};
+    };
+    SGD reference(groups(a), SGDOptions(1));
+    resnet::ForeachSGD fast(groups(b), SGDOptions(1));
+    EXPECT_TRUE(fast.learning_rate_tensors().empty());
+    fast.read_learning_rates_from_tensors();
+    const auto& rates = fast.learning_rate_tensors();
+    ASSERT_EQ(rates.size(), 2u);
+    EXPECT_EQ(rates[0].device(), device);
+    EXPECT_FLOAT_EQ(rates[1].item<float>(), 0.1F);
+    for (int k = 0; k < 5; ++k) {
+      const double lr = 0.2 / (k + 1);
+      for (torch::optim::Optimizer* o :
+           {(torch::optim::Optimizer*)&reference,
+            (torch::optim::Optimizer*)&fast}) {
+        auto& g = o->param_groups();
+        static_cast<SGDOptions&>(g[0].options()).lr(lr);
+        static_cast<SGDOptions&>(g[1].options()).lr(lr / 10);
+      }
+      set_grads(a, k);
+      set_grads(b, k);
+      reference.step();
+      fast.step();
+      expect_close(
+          a, b, device.str() + ", schedule, step " + std::to_string(k + 1));
+      EXPECT_FLOAT_EQ(rates[0].item<float>(), static_cast<float>(lr));
+      EXPECT_FLOAT_EQ(rates[1].item<float>(), static_cast<float>(lr / 10));
+    }
+  }
+}
+
 TEST(ForeachSGD, CheckpointsInterchangeWithSGD) {
   const auto o = SGDOptions(0.1).momentum(0.9).nesterov(true);
   expect_checkpoints_interchange<resnet::ForeachSGD, SGD>(o, "saved, SGD");

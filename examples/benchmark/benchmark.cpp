@@ -316,7 +316,7 @@ int main(int argc, char** argv) try {
     if (args.cuda_graph) {
       // The whole step in one graph: forward, loss, backward, SGD step.
       train_graph = std::make_unique<resnet::CudaGraphTrainStep>(
-          *optimizer, loss_of, images, labels);
+          *model, *optimizer, loss_of, images, labels);
       iteration = [&] { train_graph->replay(); };
     }
   } else {

@@ -12,6 +12,7 @@
 #include <ATen/autocast_mode.h>
 #include <c10/util/Exception.h>
 #include <resnet/optim.h>
+#include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/optim/sgd.h>
 #include <torch/types.h>
@@ -20,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #if !defined(RESNET_WITH_CUDA)
 #if !defined(RESNET_NO_CUDA) && __has_include(<ATen/cuda/CUDAConfig.h>) && \
@@ -170,28 +172,37 @@ class CudaGraphRunner {
 /// replayed for each batch copied into its static buffers: one launch per
 /// step. Gradients live in the graph: each replay overwrites them.
 ///
-/// What the step reads on the host is frozen at capture: the optimizer's
-/// options (its learning rate: a schedule needs a new `CudaGraphTrainStep`
-/// when it changes the rate) and autocast's state. Only SGD-family
-/// optimizers (`torch::optim::SGD`, `resnet::ForeachSGD`) are taken: an Adam
-/// step counts its steps on the host, which a replay would not advance.
-/// float16 loss scaling (`GradScaler`) reads the gradients on the host and
-/// cannot be captured; bfloat16 autocast can.
+/// Building it trains nothing: the warm-up steps it runs before the capture
+/// are undone (parameters, buffers and the optimizer's momentum put back;
+/// momentum the warm-up made restarts at zero, where a first step finds
+/// none). What the step reads on the host is frozen at capture (autocast's
+/// state, the optimizer's options) except `resnet::ForeachSGD`'s learning
+/// rates, which each replay takes from the options, so that a schedule
+/// (`set_learning_rate`) works; with `torch::optim::SGD` a changed rate is
+/// refused. Only SGD-family optimizers are taken: an Adam step counts its
+/// steps on the host, which a replay would not advance. float16 loss scaling
+/// (`GradScaler`) reads the gradients on the host and cannot be captured;
+/// bfloat16 autocast can.
 ///
-///   resnet::CudaGraphTrainStep step(optimizer,
+///   resnet::CudaGraphTrainStep step(*model, optimizer,
 ///       [&](const torch::Tensor& x, const torch::Tensor& y) {
 ///         return torch::cross_entropy_loss(model->forward(x), y);
 ///       }, images, targets);
 ///   for (...) { auto loss = step(images, targets); }  // loss: overwritten
+///
+/// A tensor the loss function keeps (the logits, say) from the captured
+/// call is a graph buffer too, rewritten by each replay.
 class CudaGraphTrainStep {
  public:
   using LossFunction =
       std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>;
 
   /// Runs `warmup` steps on a side stream (cuDNN picks its algorithms, the
-  /// optimizer makes its state), then captures one. Each of them trains:
-  /// `warmup + 1` optimizer steps on `images`, `targets`.
+  /// optimizer makes its state), captures one, then puts back what the
+  /// warm-up changed in `model` (the network `loss` trains) and in
+  /// `optimizer`.
   CudaGraphTrainStep(
+      torch::nn::Module& model,
       torch::optim::Optimizer& optimizer,
       LossFunction loss,
       const torch::Tensor& images,
@@ -201,8 +212,9 @@ class CudaGraphTrainStep {
     TORCH_CHECK(
         images.defined() && targets.defined(),
         "resnet: CudaGraphTrainStep needs example images and targets");
+    auto* sgd = dynamic_cast<torch::optim::SGD*>(&optimizer);
     TORCH_CHECK(
-        dynamic_cast<torch::optim::SGD*>(&optimizer) != nullptr,
+        sgd != nullptr,
         "resnet: CudaGraphTrainStep captures SGD steps only (torch::optim::SGD, "
         "resnet::ForeachSGD); an Adam step counts steps on the host, which a "
         "replayed graph would not advance");
@@ -216,6 +228,12 @@ class CudaGraphTrainStep {
     TORCH_CHECK(warmup >= 1, "resnet: CudaGraphTrainStep needs warmup >= 1");
     const auto device = images.device();
     c10::cuda::CUDAGuard device_guard(device);
+    foreach_sgd_ = dynamic_cast<ForeachSGD*>(&optimizer);
+    if (foreach_sgd_ != nullptr) {
+      foreach_sgd_->read_learning_rates_from_tensors();
+    }
+    captured_rates_ = learning_rates();
+    WarmupUndo undo(model, *sgd);
     images_ = images.clone(torch::MemoryFormat::Preserve);
     targets_ = targets.clone(torch::MemoryFormat::Preserve);
     graph_ = std::make_unique<at::cuda::CUDAGraph>();
@@ -247,7 +265,10 @@ class CudaGraphTrainStep {
       at::autocast::set_autocast_cache_enabled(cache);
     }
     torch::cuda::synchronize(device.index());
+    undo.restore();
+    torch::cuda::synchronize(device.index());
 #else
+    (void)model;
     (void)loss;
     (void)warmup;
     TORCH_CHECK(
@@ -276,8 +297,18 @@ class CudaGraphTrainStep {
     return loss_;
   }
 
-  /// Replays the step on whatever the static buffers hold.
+  /// Replays the step on whatever the static buffers hold, with the
+  /// optimizer's learning rates as they are now.
   void replay() {
+    if (foreach_sgd_ != nullptr) {
+      foreach_sgd_->copy_learning_rates_to_tensors();
+    } else {
+      TORCH_CHECK(
+          learning_rates() == captured_rates_,
+          "resnet: CudaGraphTrainStep froze torch::optim::SGD's learning "
+          "rate at capture and it has changed since; use resnet::ForeachSGD "
+          "for a schedule");
+    }
 #if RESNET_WITH_CUDA
     graph_->replay();
 #endif
@@ -300,7 +331,83 @@ class CudaGraphTrainStep {
     return loss.detach();
   }
 
+  // Each parameter group's learning rate in the options.
+  std::vector<double> learning_rates() const {
+    std::vector<double> rates;
+    for (const auto& group : optimizer_.param_groups()) {
+      rates.push_back(
+          static_cast<const torch::optim::SGDOptions&>(group.options()).lr());
+    }
+    return rates;
+  }
+
+  // Copies of what warm-up steps change, put back by restore(): the
+  // network's parameters and buffers and the optimizer's momentum buffers.
+  class WarmupUndo {
+   public:
+    WarmupUndo(torch::nn::Module& model, torch::optim::SGD& sgd) : sgd_(sgd) {
+      torch::NoGradGuard no_grad;
+      for (auto& t : model.parameters()) {
+        keep(t);
+      }
+      for (auto& t : model.buffers()) {
+        keep(t);
+      }
+      auto& state = sgd_.state();
+      for (auto& group : sgd_.param_groups()) {
+        const auto& o =
+            static_cast<const torch::optim::SGDOptions&>(group.options());
+        for (auto& p : group.params()) {
+          const auto found = state.find(detail::optimizer_state_key(state, p));
+          if (found == state.end()) {
+            // A first step copies the gradient into the buffer; one that
+            // exists and holds zeros gives the same only without dampening.
+            TORCH_CHECK(
+                o.momentum() == 0 || o.dampening() == 0,
+                "resnet: CudaGraphTrainStep cannot capture a first SGD step "
+                "with dampening ",
+                o.dampening(),
+                "; take one eager step first");
+            fresh_.push_back(p);
+          } else {
+            keep(static_cast<torch::optim::SGDParamState&>(*found->second)
+                     .momentum_buffer());
+          }
+        }
+      }
+    }
+
+    void restore() {
+      torch::NoGradGuard no_grad;
+      for (auto& [target, copy] : kept_) {
+        target.copy_(copy);
+      }
+      auto& state = sgd_.state();
+      for (const auto& p : fresh_) {
+        const auto found = state.find(detail::optimizer_state_key(state, p));
+        if (found != state.end()) {
+          static_cast<torch::optim::SGDParamState&>(*found->second)
+              .momentum_buffer()
+              .zero_();
+        }
+      }
+    }
+
+   private:
+    void keep(const torch::Tensor& t) {
+      if (t.defined()) {
+        kept_.emplace_back(t, t.clone(torch::MemoryFormat::Preserve));
+      }
+    }
+
+    torch::optim::SGD& sgd_;
+    std::vector<std::pair<torch::Tensor, torch::Tensor>> kept_;
+    std::vector<torch::Tensor> fresh_; // parameters without momentum yet
+  };
+
   torch::optim::Optimizer& optimizer_;
+  ForeachSGD* foreach_sgd_ = nullptr;
+  std::vector<double> captured_rates_;
   torch::Tensor images_;
   torch::Tensor targets_;
   torch::Tensor loss_;

@@ -23,6 +23,8 @@
 // built with (cmake/resnetC10d.cmake finds it). Not part of
 // <resnet/resnet.h>.
 
+#include <resnet/detail/describe.h>
+
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 #include <torch/autograd.h>
@@ -332,20 +334,10 @@ class Group {
           c10::make_intrusive<c10d::TCPStore>(env_.master_addr, store_options));
       connect("main");
     } catch (const std::exception& e) {
-      TORCH_CHECK(
-          false,
-          "resnet: rank ",
-          env_.rank,
-          " could not join ",
-          env_.world_size,
-          " processes at ",
-          env_.master_addr,
-          ":",
-          env_.master_port,
-          " within ",
-          timeout_.count(),
-          " ms: ",
-          what_of(e));
+      could_not(
+          "join " + std::to_string(env_.world_size) + " processes at " +
+              env_.master_addr + ":" + std::to_string(env_.master_port),
+          e);
     }
 #else
     TORCH_CHECK(
@@ -374,18 +366,10 @@ class Group {
       try {
         other.connect("channel" + std::to_string(++channels_));
       } catch (const std::exception& e) {
-        TORCH_CHECK(
-            false,
-            "resnet: rank ",
-            env_.rank,
-            " could not open channel '",
-            name,
-            "' of ",
-            env_.world_size,
-            " processes within ",
-            timeout_.count(),
-            " ms: ",
-            what_of(e));
+        could_not(
+            "open channel '" + name + "' of " +
+                std::to_string(env_.world_size) + " processes",
+            e);
       }
     }
 #else
@@ -502,11 +486,7 @@ class Group {
     TORCH_CHECK(
         tensor.is_contiguous(),
         "resnet: start_all_reduce_sum_ expects a contiguous tensor");
-    std::vector<at::Tensor> one{tensor};
-    c10d::AllreduceOptions options;
-    options.reduceOp = c10d::ReduceOp::SUM;
-    auto work = backend_for(tensor).allreduce(one, options);
-    return [this, work] { wait(work, "all_reduce"); };
+    return waiter(launch(tensor, true, -1), "all_reduce");
 #else
     return [] {};
 #endif
@@ -596,11 +576,18 @@ class Group {
     return *group_;
   }
 
-  static std::string what_of(const std::exception& e) {
-    if (const auto* c10 = dynamic_cast<const c10::Error*>(&e)) {
-      return c10->what_without_backtrace();
-    }
-    return e.what();
+  // Throws: this process could not `what` (join, open a channel) in time.
+  void could_not(const std::string& what, const std::exception& e) const {
+    TORCH_CHECK(
+        false,
+        "resnet: rank ",
+        env_.rank,
+        " could not ",
+        what,
+        " within ",
+        timeout_.count(),
+        " ms: ",
+        error_message(e));
   }
 
   // The network device Gloo binds: loopback when rank 0 is on this machine
@@ -619,22 +606,51 @@ class Group {
   }
 
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) {
-    try {
-      work->wait();
-    } catch (const std::exception& e) {
-      TORCH_CHECK(
-          false,
-          "resnet: ",
-          what,
-          " failed on rank ",
-          rank(),
-          " of ",
-          size(),
-          " (a peer died, or did not call it within ",
-          timeout_.count(),
-          " ms): ",
-          what_of(e));
+    waiter(work, what)();
+  }
+
+  // Waits for `work` when called; holds copies, not the group, so that the
+  // group may move meanwhile.
+  std::function<void()> waiter(
+      c10::intrusive_ptr<c10d::Work> work,
+      const char* what) const {
+    return [work = std::move(work),
+            what,
+            rank = rank(),
+            size = size(),
+            timeout = timeout_.count()] {
+      try {
+        work->wait();
+      } catch (const std::exception& e) {
+        TORCH_CHECK(
+            false,
+            "resnet: ",
+            what,
+            " failed on rank ",
+            rank,
+            " of ",
+            size,
+            " (a peer died, or did not call it within ",
+            timeout,
+            " ms): ",
+            error_message(e));
+      }
+    };
+  }
+
+  // Starts the sum (`reduce`) or the broadcast from `root` of one flat
+  // tensor on the backend that carries it.
+  c10::intrusive_ptr<c10d::Work>
+  launch(const torch::Tensor& flat, bool reduce, int64_t root) {
+    std::vector<at::Tensor> one{flat};
+    if (reduce) {
+      c10d::AllreduceOptions options;
+      options.reduceOp = c10d::ReduceOp::SUM;
+      return backend_for(flat).allreduce(one, options);
     }
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    return backend_for(flat).broadcast(one, options);
   }
 #endif
 
@@ -661,16 +677,7 @@ class Group {
     for (const auto& bucket : buckets) {
       flats.push_back(
           detail::flatten(list, bucket, by_nccl(list[bucket.members[0]])));
-      std::vector<at::Tensor> one{flats.back()};
-      if (reduce) {
-        c10d::AllreduceOptions options;
-        options.reduceOp = c10d::ReduceOp::SUM;
-        works.push_back(backend_for(one[0]).allreduce(one, options));
-      } else {
-        c10d::BroadcastOptions options;
-        options.rootRank = root;
-        works.push_back(backend_for(one[0]).broadcast(one, options));
-      }
+      works.push_back(launch(flats.back(), reduce, root));
     }
     for (size_t b = 0; b < buckets.size(); ++b) {
       wait(works[b], reduce ? "all_reduce" : "broadcast");

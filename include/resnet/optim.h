@@ -13,6 +13,7 @@
 #include <torch/optim/sgd.h>
 #include <torch/types.h>
 #include <torch/utils.h>
+#include <torch/version.h>
 
 #include <cmath>
 #include <memory>
@@ -80,6 +81,22 @@ params_with_grads(torch::optim::OptimizerParamGroup& group, const char* who) {
   return {std::move(params), std::move(grads)};
 }
 
+// Each of `tensors` times the one-element tensor `factor`.
+inline std::vector<torch::Tensor> times(
+    const std::vector<torch::Tensor>& tensors,
+    const torch::Tensor& factor) {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::_foreach_mul(tensors, factor);
+#else // no foreach product with a tensor yet
+  std::vector<torch::Tensor> out;
+  out.reserve(tensors.size());
+  for (const auto& t : tensors) {
+    out.push_back(t * factor);
+  }
+  return out;
+#endif
+}
+
 } // namespace detail
 
 /// torch::optim::SGD (momentum, dampening, Nesterov, weight decay) with
@@ -89,14 +106,68 @@ params_with_grads(torch::optim::OptimizerParamGroup& group, const char* who) {
 ///
 ///     resnet::ForeachSGD sgd(model->parameters(),
 ///         torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true));
+///
+/// For a step captured as a CUDA graph (CudaGraphTrainStep), where a number
+/// is frozen into the graph, `read_learning_rates_from_tensors()` makes it
+/// read each group's rate from a one-element tensor on the parameters'
+/// device instead. A step run eagerly first writes a rate that changed in
+/// the options into its tensor; before replaying a captured step, call
+/// `copy_learning_rates_to_tensors()` (CudaGraphTrainStep does).
 class ForeachSGD : public torch::optim::SGD {
  public:
   using torch::optim::SGD::SGD;
 
+  /// From now on each step reads a group's learning rate from a tensor on
+  /// its parameters' device rather than as a number.
+  void read_learning_rates_from_tensors() {
+    if (!learning_rates_.empty()) {
+      return;
+    }
+    for (auto& group : param_groups_) {
+      const auto& params = group.params();
+      learning_rates_.push_back(
+          params.empty() ? torch::zeros({})
+                         : torch::zeros({}, params.front().options()));
+      written_.push_back(std::nan(""));
+    }
+    copy_learning_rates_to_tensors();
+  }
+
+  /// Writes each group's learning rate from its options into the tensor a
+  /// step reads, where it changed (in the current CUDA stream's order); does
+  /// nothing unless `read_learning_rates_from_tensors()` was called.
+  void copy_learning_rates_to_tensors() {
+    TORCH_CHECK(
+        learning_rates_.empty() ||
+            learning_rates_.size() == param_groups_.size(),
+        "resnet: ForeachSGD had ",
+        learning_rates_.size(),
+        " parameter groups when it began reading learning rates from "
+        "tensors and has ",
+        param_groups_.size(),
+        " now");
+    for (size_t g = 0; g < learning_rates_.size(); ++g) {
+      const auto& o = static_cast<const torch::optim::SGDOptions&>(
+          param_groups_[g].options());
+      if (!(o.lr() == written_[g])) {
+        learning_rates_[g].fill_(o.lr());
+        written_[g] = o.lr();
+      }
+    }
+  }
+
+  /// The tensors the rates are read from, one per parameter group (none
+  /// before `read_learning_rates_from_tensors()`).
+  const std::vector<torch::Tensor>& learning_rate_tensors() const {
+    return learning_rates_;
+  }
+
   torch::Tensor step(LossClosure closure = nullptr) override {
     torch::NoGradGuard no_grad;
     auto loss = detail::run_closure(closure);
-    for (auto& group : param_groups_) {
+    copy_learning_rates_to_tensors();
+    for (size_t index = 0; index < param_groups_.size(); ++index) {
+      auto& group = param_groups_[index];
       const auto& o =
           static_cast<const torch::optim::SGDOptions&>(group.options());
       auto [params, grads] = detail::params_with_grads(group, "ForeachSGD");
@@ -132,10 +203,21 @@ class ForeachSGD : public torch::optim::SGD {
         grads = o.nesterov() ? at::_foreach_add(grads, buffers, o.momentum())
                              : buffers;
       }
-      at::_foreach_add_(params, grads, -o.lr());
+      if (learning_rates_.empty()) {
+        at::_foreach_add_(params, grads, -o.lr());
+      } else {
+        at::_foreach_sub_(
+            params, detail::times(grads, learning_rates_.at(index)));
+      }
     }
     return loss;
   }
+
+ private:
+  // One per parameter group while the rates come from tensors, and the
+  // rates last written into them.
+  std::vector<torch::Tensor> learning_rates_;
+  std::vector<double> written_;
 };
 
 /// torch::optim::AdamW (decoupled weight decay, optional AMSGrad) with

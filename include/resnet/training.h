@@ -5,6 +5,7 @@
 // moment. Not part of <resnet/resnet.h>; needs nlohmann/json (Debian:
 // nlohmann-json3-dev), as safetensors.h does.
 
+#include <resnet/detail/describe.h>
 #include <resnet/io.h>
 #include <resnet/weights.h>
 
@@ -583,12 +584,6 @@ class TrainingLog {
   std::ofstream steps_;
   bool warned_ = false;
 };
-
-/// An exception's message; for LibTorch's errors without the C++ backtrace.
-inline std::string error_message(const std::exception& e) {
-  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-  return c10_error ? c10_error->what_without_backtrace() : e.what();
-}
 
 /// Seconds elapsed since `start`.
 inline double seconds_since(std::chrono::steady_clock::time_point start) {

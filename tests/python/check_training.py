@@ -346,6 +346,8 @@ def main():
         (["--data", w("mnist"), "--epochs", "0"], 2, "--epochs: Value 0 not in range 1 to"),
         (["--data", w("mnist"), "--seed", "-1"], 2, "--seed: Value -1 not in range"),
         (["--data", w("mnist"), "--bogus"], 2, "not expected: --bogus"),
+        (["--device", "cpu", "--data", w("mnist"), "--cuda-graph"], 1,
+         "--cuda-graph replays CUDA work and this run is on cpu"),
         # Found by fuzz_flags_train_classifier: a number too large for an
         # integer was converted anyway.
         (["--data", w("mnist"), "--stop-after", "5" * 100], 2,

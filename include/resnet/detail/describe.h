@@ -1,9 +1,12 @@
 #pragma once
 
-// A tensor's type and shape for error messages.
+// What error messages say of a tensor (its type and shape) and of an
+// exception caught to be reported again.
 
+#include <c10/util/Exception.h>
 #include <torch/types.h>
 
+#include <exception>
 #include <sstream>
 #include <string>
 
@@ -20,3 +23,13 @@ inline std::string describe(const torch::Tensor& t) {
 }
 
 } // namespace resnet::detail
+
+namespace resnet {
+
+/// An exception's message; for LibTorch's errors without the C++ backtrace.
+inline std::string error_message(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  return c10_error ? c10_error->what_without_backtrace() : e.what();
+}
+
+} // namespace resnet
