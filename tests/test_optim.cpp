@@ -193,6 +193,44 @@ TEST(ForeachSGD, LearningRatesFromTensorsFollowTheSchedule) {
   }
 }
 
+// Switched back, steps take the rates as numbers again: the same steps, bit
+// for bit, as a ForeachSGD that never read tensors. The tensors stay (a
+// captured step reads them) and change only when copied to.
+TEST(ForeachSGD, RatesAsNumbersAgainAfterTensors) {
+  auto a = make_params(torch::kCPU);
+  auto b = make_params(torch::kCPU);
+  const auto o = SGDOptions(0.1).momentum(0.9).nesterov(true);
+  resnet::ForeachSGD plain(a, o);
+  resnet::ForeachSGD switched(b, o);
+  EXPECT_FALSE(switched.reads_learning_rates_from_tensors());
+  switched.read_learning_rates_from_tensors();
+  EXPECT_TRUE(switched.reads_learning_rates_from_tensors());
+  switched.read_learning_rates_from_tensors(false);
+  EXPECT_FALSE(switched.reads_learning_rates_from_tensors());
+  ASSERT_EQ(switched.learning_rate_tensors().size(), 1u);
+  const auto rate = switched.learning_rate_tensors()[0];
+  for (int k = 0; k < 4; ++k) {
+    for (resnet::ForeachSGD* sgd : {&plain, &switched}) {
+      static_cast<SGDOptions&>(sgd->param_groups()[0].options())
+          .lr(0.1 / (k + 1));
+    }
+    set_grads(a, k);
+    set_grads(b, k);
+    plain.step();
+    switched.step();
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_TRUE(torch::equal(a[i], b[i]))
+          << "step " << k + 1 << ", parameter " << i;
+    }
+  }
+  EXPECT_FLOAT_EQ(rate.item<float>(), 0.1F);
+  switched.copy_learning_rates_to_tensors();
+  EXPECT_FLOAT_EQ(rate.item<float>(), 0.025F);
+  // On again, it is the same tensor, which a captured step may hold.
+  switched.read_learning_rates_from_tensors();
+  EXPECT_TRUE(switched.learning_rate_tensors()[0].is_same(rate));
+}
+
 TEST(ForeachSGD, CheckpointsInterchangeWithSGD) {
   const auto o = SGDOptions(0.1).momentum(0.9).nesterov(true);
   expect_checkpoints_interchange<resnet::ForeachSGD, SGD>(o, "saved, SGD");

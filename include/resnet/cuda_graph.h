@@ -178,11 +178,12 @@ class CudaGraphRunner {
 /// none). What the step reads on the host is frozen at capture (autocast's
 /// state, the optimizer's options) except `resnet::ForeachSGD`'s learning
 /// rates, which each replay takes from the options, so that a schedule
-/// (`set_learning_rate`) works; with `torch::optim::SGD` a changed rate is
-/// refused. Only SGD-family optimizers are taken: an Adam step counts its
-/// steps on the host, which a replay would not advance. float16 loss scaling
-/// (`GradScaler`) reads the gradients on the host and cannot be captured;
-/// bfloat16 autocast can.
+/// (`set_learning_rate`) works (the captured step reads them from tensors;
+/// the optimizer's eager steps still take them as numbers); with
+/// `torch::optim::SGD` a changed rate is refused. Only SGD-family
+/// optimizers are taken: an Adam step counts its steps on the host, which a
+/// replay would not advance. float16 loss scaling (`GradScaler`) reads the
+/// gradients on the host and cannot be captured; bfloat16 autocast can.
 ///
 ///   resnet::CudaGraphTrainStep step(*model, optimizer,
 ///       [&](const torch::Tensor& x, const torch::Tensor& y) {
@@ -229,9 +230,7 @@ class CudaGraphTrainStep {
     const auto device = images.device();
     c10::cuda::CUDAGuard device_guard(device);
     foreach_sgd_ = dynamic_cast<ForeachSGD*>(&optimizer);
-    if (foreach_sgd_ != nullptr) {
-      foreach_sgd_->read_learning_rates_from_tensors();
-    }
+    RatesFromTensors rates_from_tensors(foreach_sgd_);
     captured_rates_ = learning_rates();
     WarmupUndo undo(model, *sgd);
     images_ = images.clone(torch::MemoryFormat::Preserve);
@@ -341,6 +340,31 @@ class CudaGraphTrainStep {
     return rates;
   }
 
+  // ForeachSGD reads its learning rates from tensors while this lives (the
+  // warm-up and the capture), then as it did before: eager steps between
+  // replays take them as numbers again.
+  class RatesFromTensors {
+   public:
+    explicit RatesFromTensors(ForeachSGD* sgd)
+        : sgd_(sgd),
+          was_(sgd != nullptr && sgd->reads_learning_rates_from_tensors()) {
+      if (sgd_ != nullptr) {
+        sgd_->read_learning_rates_from_tensors(true);
+      }
+    }
+    ~RatesFromTensors() {
+      if (sgd_ != nullptr) {
+        sgd_->read_learning_rates_from_tensors(was_);
+      }
+    }
+    RatesFromTensors(const RatesFromTensors&) = delete;
+    RatesFromTensors& operator=(const RatesFromTensors&) = delete;
+
+   private:
+    ForeachSGD* sgd_;
+    bool was_;
+  };
+
   // Copies of what warm-up steps change, put back by restore(): the
   // network's parameters and buffers and the optimizer's momentum buffers.
   class WarmupUndo {
@@ -359,19 +383,19 @@ class CudaGraphTrainStep {
             static_cast<const torch::optim::SGDOptions&>(group.options());
         for (auto& p : group.params()) {
           const auto found = state.find(detail::optimizer_state_key(state, p));
-          if (found == state.end()) {
+          if (found != state.end()) {
+            keep(static_cast<torch::optim::SGDParamState&>(*found->second)
+                     .momentum_buffer());
+          } else if (o.momentum() != 0) {
             // A first step copies the gradient into the buffer; one that
             // exists and holds zeros gives the same only without dampening.
             TORCH_CHECK(
-                o.momentum() == 0 || o.dampening() == 0,
+                o.dampening() == 0,
                 "resnet: CudaGraphTrainStep cannot capture a first SGD step "
                 "with dampening ",
                 o.dampening(),
                 "; take one eager step first");
             fresh_.push_back(p);
-          } else {
-            keep(static_cast<torch::optim::SGDParamState&>(*found->second)
-                     .momentum_buffer());
           }
         }
       }

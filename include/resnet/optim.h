@@ -110,32 +110,41 @@ inline std::vector<torch::Tensor> times(
 /// For a step captured as a CUDA graph (CudaGraphTrainStep), where a number
 /// is frozen into the graph, `read_learning_rates_from_tensors()` makes it
 /// read each group's rate from a one-element tensor on the parameters'
-/// device instead. A step run eagerly first writes a rate that changed in
-/// the options into its tensor; before replaying a captured step, call
-/// `copy_learning_rates_to_tensors()` (CudaGraphTrainStep does).
+/// device instead. A step run eagerly in that mode first writes a rate that
+/// changed in the options into its tensor; before replaying a captured step,
+/// call `copy_learning_rates_to_tensors()` (CudaGraphTrainStep does, and
+/// switches the mode on only while it captures).
 class ForeachSGD : public torch::optim::SGD {
  public:
   using torch::optim::SGD::SGD;
 
-  /// From now on each step reads a group's learning rate from a tensor on
-  /// its parameters' device rather than as a number.
-  void read_learning_rates_from_tensors() {
-    if (!learning_rates_.empty()) {
-      return;
+  /// With `on`, each step from now on reads a group's learning rate from a
+  /// tensor on its parameters' device rather than as a number; the tensors
+  /// are made the first time. With `on` false, steps take the rates as
+  /// numbers again; the tensors stay, with what a captured step reads, and
+  /// `copy_learning_rates_to_tensors()` keeps them current.
+  void read_learning_rates_from_tensors(bool on = true) {
+    if (on && learning_rates_.empty()) {
+      for (auto& group : param_groups_) {
+        const auto& params = group.params();
+        learning_rates_.push_back(
+            params.empty() ? torch::zeros({})
+                           : torch::zeros({}, params.front().options()));
+        written_.push_back(std::nan(""));
+      }
+      copy_learning_rates_to_tensors();
     }
-    for (auto& group : param_groups_) {
-      const auto& params = group.params();
-      learning_rates_.push_back(
-          params.empty() ? torch::zeros({})
-                         : torch::zeros({}, params.front().options()));
-      written_.push_back(std::nan(""));
-    }
-    copy_learning_rates_to_tensors();
+    from_tensors_ = on;
   }
 
-  /// Writes each group's learning rate from its options into the tensor a
-  /// step reads, where it changed (in the current CUDA stream's order); does
-  /// nothing unless `read_learning_rates_from_tensors()` was called.
+  /// Whether steps read the learning rates from tensors.
+  bool reads_learning_rates_from_tensors() const {
+    return from_tensors_;
+  }
+
+  /// Writes each group's learning rate from its options into its tensor,
+  /// where it changed (in the current CUDA stream's order); does nothing
+  /// until `read_learning_rates_from_tensors()` has made the tensors.
   void copy_learning_rates_to_tensors() {
     TORCH_CHECK(
         learning_rates_.empty() ||
@@ -157,7 +166,7 @@ class ForeachSGD : public torch::optim::SGD {
   }
 
   /// The tensors the rates are read from, one per parameter group (none
-  /// before `read_learning_rates_from_tensors()`).
+  /// before the first `read_learning_rates_from_tensors()`).
   const std::vector<torch::Tensor>& learning_rate_tensors() const {
     return learning_rates_;
   }
@@ -165,7 +174,9 @@ class ForeachSGD : public torch::optim::SGD {
   torch::Tensor step(LossClosure closure = nullptr) override {
     torch::NoGradGuard no_grad;
     auto loss = detail::run_closure(closure);
-    copy_learning_rates_to_tensors();
+    if (from_tensors_) {
+      copy_learning_rates_to_tensors();
+    }
     for (size_t index = 0; index < param_groups_.size(); ++index) {
       auto& group = param_groups_[index];
       const auto& o =
@@ -203,7 +214,7 @@ class ForeachSGD : public torch::optim::SGD {
         grads = o.nesterov() ? at::_foreach_add(grads, buffers, o.momentum())
                              : buffers;
       }
-      if (learning_rates_.empty()) {
+      if (!from_tensors_) {
         at::_foreach_add_(params, grads, -o.lr());
       } else {
         at::_foreach_sub_(
@@ -214,10 +225,11 @@ class ForeachSGD : public torch::optim::SGD {
   }
 
  private:
-  // One per parameter group while the rates come from tensors, and the
+  // One per parameter group once the rates have come from tensors, and the
   // rates last written into them.
   std::vector<torch::Tensor> learning_rates_;
   std::vector<double> written_;
+  bool from_tensors_ = false;
 };
 
 /// torch::optim::AdamW (decoupled weight decay, optional AMSGrad) with
