@@ -273,17 +273,18 @@ void evaluate(Run& r) {
 // it, any other (a smaller last batch) runs eagerly.
 std::pair<torch::Tensor, torch::Tensor>
 train_step(Run& r, const torch::Tensor& x, const torch::Tensor& y) {
-  const auto loss_of = [&r](const torch::Tensor& logits, const auto& y) {
-    return rd::cross_entropy(logits, y, r.args.label_smoothing);
+  const auto loss_of = [&r](const torch::Tensor& logits, const auto& labels) {
+    return rd::cross_entropy(logits, labels, r.args.label_smoothing);
   };
   if (r.args.cuda_graph && !r.graph) {
     r.graph = std::make_unique<resnet::CudaGraphTrainStep>(
         *r.model,
         *r.optimizer,
-        [&r, loss_of](const torch::Tensor& images, const torch::Tensor& y) {
+        [&r, loss_of](
+            const torch::Tensor& images, const torch::Tensor& labels) {
           const auto logits = forward(r, images);
           r.graph_logits = logits.detach();
-          return loss_of(logits, y);
+          return loss_of(logits, labels);
         },
         x,
         y);

@@ -4,8 +4,10 @@
 
 #include "test_support.h"
 
+#include <resnet/optim.h>
 #include <resnet/training.h>
 
+#include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
 #include <cmath>
@@ -118,6 +120,26 @@ TEST(Schedule, SetLearningRateReachesEveryGroup) {
   for (auto& group : sgd.param_groups()) {
     EXPECT_DOUBLE_EQ(group.options().get_lr(), 0.25);
   }
+}
+
+TEST(Schedule, LearningRatesReadsEveryGroupInOrder) {
+  auto a = torch::zeros({2}, torch::requires_grad());
+  auto b = torch::zeros({2}, torch::requires_grad());
+  auto c = torch::zeros({2}, torch::requires_grad());
+  torch::optim::SGD sgd(
+      std::vector<torch::optim::OptimizerParamGroup>{
+          torch::optim::OptimizerParamGroup({a}),
+          torch::optim::OptimizerParamGroup(
+              {b}, std::make_unique<torch::optim::SGDOptions>(0.5)),
+          torch::optim::OptimizerParamGroup({c})},
+      torch::optim::SGDOptions(0.125));
+  EXPECT_EQ(
+      resnet::learning_rates(sgd), (std::vector<double>{0.125, 0.5, 0.125}));
+  resnet::set_learning_rate(sgd, 0.25);
+  EXPECT_EQ(
+      resnet::learning_rates(sgd), (std::vector<double>{0.25, 0.25, 0.25}));
+  torch::optim::AdamW adamw({a}, torch::optim::AdamWOptions(3e-4));
+  EXPECT_EQ(resnet::learning_rates(adamw), std::vector<double>{3e-4});
 }
 
 TEST(CheckpointFolder, SavesAndRestoresModelOptimizerAndState) {

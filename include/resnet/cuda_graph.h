@@ -11,6 +11,7 @@
 
 #include <ATen/autocast_mode.h>
 #include <c10/util/Exception.h>
+#include <c10/util/ScopeExit.h>
 #include <resnet/optim.h>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
@@ -230,8 +231,20 @@ class CudaGraphTrainStep {
     const auto device = images.device();
     c10::cuda::CUDAGuard device_guard(device);
     foreach_sgd_ = dynamic_cast<ForeachSGD*>(&optimizer);
-    RatesFromTensors rates_from_tensors(foreach_sgd_);
-    captured_rates_ = learning_rates();
+    // A ForeachSGD reads its learning rates from tensors for the warm-up and
+    // the capture only: its eager steps between replays take them as
+    // numbers again, as before.
+    const bool read_tensors = foreach_sgd_ != nullptr &&
+        foreach_sgd_->reads_learning_rates_from_tensors();
+    if (foreach_sgd_ != nullptr) {
+      foreach_sgd_->read_learning_rates_from_tensors(true);
+    }
+    const auto put_back_rates = c10::make_scope_exit([this, read_tensors] {
+      if (foreach_sgd_ != nullptr) {
+        foreach_sgd_->read_learning_rates_from_tensors(read_tensors);
+      }
+    });
+    captured_rates_ = learning_rates(optimizer_);
     WarmupUndo undo(model, *sgd);
     images_ = images.clone(torch::MemoryFormat::Preserve);
     targets_ = targets.clone(torch::MemoryFormat::Preserve);
@@ -303,7 +316,7 @@ class CudaGraphTrainStep {
       foreach_sgd_->copy_learning_rates_to_tensors();
     } else {
       TORCH_CHECK(
-          learning_rates() == captured_rates_,
+          learning_rates(optimizer_) == captured_rates_,
           "resnet: CudaGraphTrainStep froze torch::optim::SGD's learning "
           "rate at capture and it has changed since; use resnet::ForeachSGD "
           "for a schedule");
@@ -329,41 +342,6 @@ class CudaGraphTrainStep {
     optimizer_.step();
     return loss.detach();
   }
-
-  // Each parameter group's learning rate in the options.
-  std::vector<double> learning_rates() const {
-    std::vector<double> rates;
-    for (const auto& group : optimizer_.param_groups()) {
-      rates.push_back(
-          static_cast<const torch::optim::SGDOptions&>(group.options()).lr());
-    }
-    return rates;
-  }
-
-  // ForeachSGD reads its learning rates from tensors while this lives (the
-  // warm-up and the capture), then as it did before: eager steps between
-  // replays take them as numbers again.
-  class RatesFromTensors {
-   public:
-    explicit RatesFromTensors(ForeachSGD* sgd)
-        : sgd_(sgd),
-          was_(sgd != nullptr && sgd->reads_learning_rates_from_tensors()) {
-      if (sgd_ != nullptr) {
-        sgd_->read_learning_rates_from_tensors(true);
-      }
-    }
-    ~RatesFromTensors() {
-      if (sgd_ != nullptr) {
-        sgd_->read_learning_rates_from_tensors(was_);
-      }
-    }
-    RatesFromTensors(const RatesFromTensors&) = delete;
-    RatesFromTensors& operator=(const RatesFromTensors&) = delete;
-
-   private:
-    ForeachSGD* sgd_;
-    bool was_;
-  };
 
   // Copies of what warm-up steps change, put back by restore(): the
   // network's parameters and buffers and the optimizer's momentum buffers.

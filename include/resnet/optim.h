@@ -36,6 +36,17 @@ inline void clear_gradients(torch::optim::Optimizer& optimizer) {
   }
 }
 
+/// The learning rate of each of `optimizer`'s parameter groups, in order
+/// (`set_learning_rate` in <resnet/training.h> sets them all).
+inline std::vector<double> learning_rates(
+    const torch::optim::Optimizer& optimizer) {
+  std::vector<double> rates;
+  for (const auto& group : optimizer.param_groups()) {
+    rates.push_back(group.options().get_lr());
+  }
+  return rates;
+}
+
 namespace detail {
 
 // The key of a parameter in an optimizer's state map: the TensorImpl's
