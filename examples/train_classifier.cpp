@@ -123,10 +123,8 @@ struct Run {
   int64_t classes = 0, steps_per_epoch = 0;
   resnet::AnyResNet model = nullptr;
   std::unique_ptr<resnet::ForeachSGD> optimizer;
-  // --cuda-graph: the training step, captured at the first batch, and the
-  // logits it computes (a buffer each replay rewrites).
+  // --cuda-graph: the training step, captured at the first batch.
   std::unique_ptr<resnet::CudaGraphTrainStep> graph;
-  torch::Tensor graph_logits;
   resnet::WarmupCosine lr;
   std::unique_ptr<resnet::TrainingLog> log;
   resnet::RunProgress at; // saved in checkpoints
@@ -283,15 +281,14 @@ train_step(Run& r, const torch::Tensor& x, const torch::Tensor& y) {
         [&r, loss_of](
             const torch::Tensor& images, const torch::Tensor& labels) {
           const auto logits = forward(r, images);
-          r.graph_logits = logits.detach();
-          return loss_of(logits, labels);
+          return std::make_pair(loss_of(logits, labels), logits);
         },
         x,
         y);
   }
   if (r.graph && x.sizes() == r.graph->images().sizes() &&
       y.sizes() == r.graph->targets().sizes()) {
-    return {(*r.graph)(x, y), r.graph_logits};
+    return {(*r.graph)(x, y), r.graph->output()};
   }
   r.optimizer->zero_grad();
   const auto logits = forward(r, x);

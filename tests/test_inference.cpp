@@ -619,6 +619,22 @@ TEST(CudaGraphTrainStep, RefusesAdamAndInputsOffTheGpu) {
       error_of(
           [&] { resnet::CudaGraphTrainStep step(*model, sgd, loss, x, y); }),
       resnet::kWithCuda ? "captures CUDA work" : "needs CUDA"));
+  // The same from a function that returns the logits with the loss.
+  const auto loss_and_logits = [&](const torch::Tensor& images,
+                                   const torch::Tensor& labels) {
+    auto logits = model->forward(images);
+    return std::make_pair(torch::cross_entropy_loss(logits, labels), logits);
+  };
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        resnet::CudaGraphTrainStep step(*model, adam, loss_and_logits, x, y);
+      }),
+      "captures SGD steps only"));
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        resnet::CudaGraphTrainStep step(*model, sgd, loss_and_logits, x, y);
+      }),
+      resnet::kWithCuda ? "captures CUDA work" : "needs CUDA"));
   // Refused before anything trained.
   EXPECT_TRUE(torch::equal(model->conv1->weight, before));
 }
@@ -650,10 +666,11 @@ TEST(CudaGraphTrainStep, ReplaysMatchEagerStepsOnTheGpu) {
   const auto rate = [](int64_t k) { return 0.05 / static_cast<double>(k); };
   const auto eager_step = [&](const torch::Tensor& x, const torch::Tensor& y) {
     eager_sgd.zero_grad();
-    auto loss = torch::cross_entropy_loss(eager->forward(x), y);
+    auto logits = eager->forward(x);
+    auto loss = torch::cross_entropy_loss(logits, y);
     loss.backward();
     eager_sgd.step();
-    return loss.detach();
+    return std::make_pair(loss.detach(), logits.detach());
   };
   const auto expect_same_network = [&](const std::string& when) {
     const auto eager_state = eager->named_parameters();
@@ -674,11 +691,13 @@ TEST(CudaGraphTrainStep, ReplaysMatchEagerStepsOnTheGpu) {
   const auto first = batch(0);
   const auto& x0 = first.first;
   const auto& y0 = first.second;
+  // The logits come back with the loss, from the graph's buffer.
   resnet::CudaGraphTrainStep step(
       *graphed,
       graphed_sgd,
       [&](const torch::Tensor& x, const torch::Tensor& y) {
-        return torch::cross_entropy_loss(graphed->forward(x), y);
+        auto logits = graphed->forward(x);
+        return std::make_pair(torch::cross_entropy_loss(logits, y), logits);
       },
       x0,
       y0,
@@ -689,9 +708,13 @@ TEST(CudaGraphTrainStep, ReplaysMatchEagerStepsOnTheGpu) {
     const auto next = batch(k);
     resnet::set_learning_rate(eager_sgd, rate(k));
     resnet::set_learning_rate(graphed_sgd, rate(k));
-    const auto expected = eager_step(next.first, next.second);
+    const auto [expected_loss, expected_logits] =
+        eager_step(next.first, next.second);
     const auto loss = step(next.first, next.second);
-    EXPECT_LE(relative_error(loss, expected), 1e-4) << "step " << k;
+    EXPECT_LE(relative_error(loss, expected_loss), 1e-4) << "step " << k;
+    ASSERT_TRUE(step.output().defined());
+    EXPECT_LE(relative_error(step.output(), expected_logits), 1e-4)
+        << "step " << k;
   }
   expect_same_network("after 4 steps");
   EXPECT_TRUE(contains(
@@ -709,6 +732,7 @@ TEST(CudaGraphTrainStep, ReplaysMatchEagerStepsOnTheGpu) {
       x0,
       y0);
   frozen(x0, y0);
+  EXPECT_FALSE(frozen.output().defined()); // the function gave only the loss
   resnet::set_learning_rate(plain, 0.01);
   EXPECT_TRUE(contains(error_of([&] { frozen(x0, y0); }), "froze"));
 }

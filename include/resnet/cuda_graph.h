@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -192,12 +193,16 @@ class CudaGraphRunner {
 ///       }, images, targets);
 ///   for (...) { auto loss = step(images, targets); }  // loss: overwritten
 ///
-/// A tensor the loss function keeps (the logits, say) from the captured
-/// call is a graph buffer too, rewritten by each replay.
+/// A function that returns the loss and an output (the logits, say) as a
+/// pair has the output kept too: `output()` after each call.
 class CudaGraphTrainStep {
  public:
   using LossFunction =
       std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>;
+  using LossAndOutputFunction =
+      std::function<std::pair<torch::Tensor, torch::Tensor>(
+          const torch::Tensor&,
+          const torch::Tensor&)>;
 
   /// Runs `warmup` steps on a side stream (cuDNN picks its algorithms, the
   /// optimizer makes its state), captures one, then puts back what the
@@ -206,7 +211,27 @@ class CudaGraphTrainStep {
   CudaGraphTrainStep(
       torch::nn::Module& model,
       torch::optim::Optimizer& optimizer,
-      LossFunction loss,
+      const LossFunction& loss,
+      const torch::Tensor& images,
+      const torch::Tensor& targets,
+      int warmup = 3)
+      : CudaGraphTrainStep(
+            model,
+            optimizer,
+            LossAndOutputFunction(
+                [loss](const torch::Tensor& x, const torch::Tensor& y) {
+                  return std::make_pair(loss(x, y), torch::Tensor());
+                }),
+            images,
+            targets,
+            warmup) {}
+
+  /// The same for a function that returns the loss and an output, which
+  /// `output()` returns after each call.
+  CudaGraphTrainStep(
+      torch::nn::Module& model,
+      torch::optim::Optimizer& optimizer,
+      LossAndOutputFunction loss,
       const torch::Tensor& images,
       const torch::Tensor& targets,
       int warmup = 3)
@@ -268,7 +293,7 @@ class CudaGraphTrainStep {
       at::autocast::set_autocast_cache_enabled(false);
       try {
         graph_->capture_begin();
-        loss_ = step(loss);
+        std::tie(loss_, output_) = step(loss);
         graph_->capture_end();
       } catch (...) {
         at::autocast::set_autocast_cache_enabled(cache);
@@ -309,6 +334,13 @@ class CudaGraphTrainStep {
     return loss_;
   }
 
+  /// The output the function returned with the loss (undefined for a
+  /// function that returns only the loss), from the last call or replay: a
+  /// buffer that the next one overwrites.
+  const torch::Tensor& output() const {
+    return output_;
+  }
+
   /// Replays the step on whatever the static buffers hold, with the
   /// optimizer's learning rates as they are now.
   void replay() {
@@ -336,11 +368,12 @@ class CudaGraphTrainStep {
   }
 
  private:
-  torch::Tensor step(const LossFunction& loss_function) {
-    auto loss = loss_function(images_, targets_);
+  std::pair<torch::Tensor, torch::Tensor> step(
+      const LossAndOutputFunction& loss_function) {
+    auto [loss, output] = loss_function(images_, targets_);
     loss.backward();
     optimizer_.step();
-    return loss.detach();
+    return {loss.detach(), output.defined() ? output.detach() : output};
   }
 
   // Copies of what warm-up steps change, put back by restore(): the
@@ -413,6 +446,7 @@ class CudaGraphTrainStep {
   torch::Tensor images_;
   torch::Tensor targets_;
   torch::Tensor loss_;
+  torch::Tensor output_;
 #if RESNET_WITH_CUDA
   std::unique_ptr<at::cuda::CUDAGraph> graph_;
 #endif

@@ -10,6 +10,7 @@
 
 #include <c10/util/Exception.h>
 #include <torch/optim/adamw.h>
+#include <torch/optim/optimizer.h>
 #include <torch/optim/sgd.h>
 #include <torch/types.h>
 #include <torch/utils.h>
@@ -36,8 +37,7 @@ inline void clear_gradients(torch::optim::Optimizer& optimizer) {
   }
 }
 
-/// The learning rate of each of `optimizer`'s parameter groups, in order
-/// (`set_learning_rate` in <resnet/training.h> sets them all).
+/// The learning rate of each of `optimizer`'s parameter groups, in order.
 inline std::vector<double> learning_rates(
     const torch::optim::Optimizer& optimizer) {
   std::vector<double> rates;
@@ -45,6 +45,13 @@ inline std::vector<double> learning_rates(
     rates.push_back(group.options().get_lr());
   }
   return rates;
+}
+
+/// Sets the learning rate of every parameter group of `optimizer`.
+inline void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) {
+    group.options().set_lr(lr);
+  }
 }
 
 namespace detail {

@@ -7,6 +7,7 @@
 
 #include <resnet/detail/describe.h>
 #include <resnet/io.h>
+#include <resnet/optim.h>
 #include <resnet/weights.h>
 
 #include <c10/util/Exception.h>
@@ -73,13 +74,6 @@ inline int64_t warmup_steps(
         std::llround(*epochs * static_cast<double>(steps_per_epoch)));
   }
   return std::min(steps_per_epoch, total_steps / 10);
-}
-
-/// Sets the learning rate of every parameter group of `optimizer`.
-inline void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) {
-    group.options().set_lr(lr);
-  }
 }
 
 /// Keeps the header and the rows of a CSV file whose first column is a number
