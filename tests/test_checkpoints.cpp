@@ -81,7 +81,7 @@ TEST(Checkpoints, FiveFilesOfOneResnet50LoadWithThePlainCall) {
 
 TEST(Checkpoints, TheFormatIsToldByContentNotName) {
   const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / "renamed";
-  fs::remove_all(dir);
+  resnet_test::remove_tree(dir);
   fs::create_directories(dir);
   const auto reference =
       resnet::read_state_dict(fixture("resnet50/official.pth").string());
@@ -91,7 +91,7 @@ TEST(Checkpoints, TheFormatIsToldByContentNotName) {
     EXPECT_TRUE(same_state(resnet::read_state_dict(copy.string()), reference))
         << name;
   }
-  fs::remove_all(dir);
+  resnet_test::remove_tree(dir);
 }
 
 TEST(Checkpoints, TrainingCheckpointLayoutsAreFound) {
@@ -214,7 +214,7 @@ TEST(Checkpoints, InspectListsTensorsAndOtherEntries) {
 
 TEST(Checkpoints, ForeignFilesAreNamed) {
   const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / "foreign";
-  fs::remove_all(dir);
+  resnet_test::remove_tree(dir);
   fs::create_directories(dir);
   const std::vector<std::pair<std::string, std::string>> files = {
       {"weights.h5", std::string("\x89HDF\r\n\x1a\n", 8) + "rest"},
@@ -241,12 +241,12 @@ TEST(Checkpoints, ForeignFilesAreNamed) {
     EXPECT_TRUE(contains(msg, expected.at(f.first))) << f.first << ": " << msg;
     EXPECT_TRUE(contains(msg, path)) << msg;
   }
-  fs::remove_all(dir);
+  resnet_test::remove_tree(dir);
 }
 
 TEST(Checkpoints, SaveChoosesTheFormatByExtension) {
   const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / "save_format";
-  fs::remove_all(dir);
+  resnet_test::remove_tree(dir);
   fs::create_directories(dir);
   auto model = resnet::resnet20();
   const auto st = (dir / "m.safetensors").string();
@@ -263,7 +263,7 @@ TEST(Checkpoints, SaveChoosesTheFormatByExtension) {
       same_state(resnet::read_state_dict(st), resnet::state_dict(*model)));
   EXPECT_TRUE(
       same_state(resnet::read_state_dict(pt), resnet::state_dict(*model)));
-  fs::remove_all(dir);
+  resnet_test::remove_tree(dir);
 }
 
 } // namespace

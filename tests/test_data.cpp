@@ -437,7 +437,7 @@ bool have_fashion() {
 // An empty folder of its own for a test.
 fs::path work_dir(const std::string& name) {
   const auto dir = fs::path(RESNET_TEST_WORK_DIR) / "datasets" / name;
-  fs::remove_all(dir);
+  resnet_test::remove_tree(dir);
   fs::create_directories(dir);
   return dir;
 }
@@ -1051,7 +1051,7 @@ TEST(Datasets, ImageFolderTakesTheTrainingClassesForATestSplit) {
       (root / "test").string(), {"eel", "cat", "dog"});
   EXPECT_EQ(corners(reordered), (std::vector<int64_t>{'e', 'c', 'd'}));
   EXPECT_EQ(targets_of(reordered), (std::vector<int64_t>{0, 1, 2}));
-  fs::remove_all(root / "test" / "eel");
+  resnet_test::remove_tree(root / "test" / "eel");
   EXPECT_TRUE(contains(
       error_of(
           [&] { rd::ImageFolder((root / "test").string(), train.classes()); }),

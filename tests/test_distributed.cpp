@@ -411,8 +411,10 @@ struct TempDir {
     path = pattern;
   }
   ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
+    try {
+      resnet_test::remove_tree(path);
+    } catch (const std::exception&) {
+    }
   }
   fs::path path;
 };

@@ -25,7 +25,7 @@ resnet::ResNet<resnet::BasicBlock<>> tiny() {
 
 fs::path work_dir(const std::string& name) {
   const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / "audit" / name;
-  fs::remove_all(dir);
+  resnet_test::remove_tree(dir);
   fs::create_directories(dir);
   return dir;
 }

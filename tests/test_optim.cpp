@@ -151,7 +151,7 @@ TEST(ForeachSGD, GroupsKeepTheirOwnOptions) {
 TEST(ForeachSGD, LearningRatesFromTensorsFollowTheSchedule) {
   std::vector<torch::Device> devices = {torch::kCPU};
   if (torch::cuda::is_available()) {
-    devices.emplace_back(torch::kCUDA);
+    devices.emplace_back(torch::Device(torch::kCUDA, 0));
   }
   for (const auto& device : devices) {
     auto a = make_params(device);

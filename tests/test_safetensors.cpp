@@ -34,7 +34,7 @@ fs::path fixture(const std::string& name) {
 
 fs::path work_dir(const std::string& name) {
   const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / name;
-  fs::remove_all(dir);
+  resnet_test::remove_tree(dir);
   fs::create_directories(dir);
   return dir;
 }

@@ -8,7 +8,9 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
+#include <system_error>
 #include <vector>
 
 namespace resnet_test {
@@ -86,6 +88,30 @@ inline bool contains(const std::string& text, const std::string& part) {
 /// Relative error ||a - b|| / ||b||.
 inline double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a - b).norm() / b.norm().clamp_min(1e-30)).item<double>();
+}
+
+/// Removes a file, or a folder with all it holds; nothing where there is
+/// nothing. Not std::filesystem::remove_all, which crashed this test program
+/// on folders holding files when built by GCC 13.3 against PyPI's LibTorch
+/// 2.11 (its libtorch_cpu.so exports a std::filesystem of its own; a small
+/// program linked to it did not crash, so the cause is not settled).
+inline void remove_tree(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const auto status = fs::symlink_status(path, ec);
+  if (ec || !fs::exists(status)) {
+    return;
+  }
+  if (fs::is_directory(status)) {
+    std::vector<fs::path> entries;
+    for (const auto& e : fs::directory_iterator(path)) {
+      entries.push_back(e.path());
+    }
+    for (const auto& e : entries) {
+      remove_tree(e);
+    }
+  }
+  fs::remove(path);
 }
 
 } // namespace resnet_test

@@ -25,7 +25,7 @@ namespace {
 
 fs::path fresh_dir(const std::string& name) {
   const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / "training" / name;
-  fs::remove_all(dir);
+  resnet_test::remove_tree(dir);
   fs::create_directories(dir);
   return dir;
 }

@@ -21,7 +21,7 @@ using resnet_test::unchanged;
 // A fresh folder under the build tree for one test.
 fs::path work_dir(const std::string& name) {
   const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / name;
-  fs::remove_all(dir);
+  resnet_test::remove_tree(dir);
   fs::create_directories(dir);
   return dir;
 }
