@@ -80,9 +80,7 @@ TEST(Checkpoints, FiveFilesOfOneResnet50LoadWithThePlainCall) {
 }
 
 TEST(Checkpoints, TheFormatIsToldByContentNotName) {
-  const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / "renamed";
-  resnet_test::remove_tree(dir);
-  fs::create_directories(dir);
+  const auto dir = resnet_test::work_dir("renamed");
   const auto reference =
       resnet::read_state_dict(fixture("resnet50/official.pth").string());
   for (const char* name : {"legacy.pth", "model.safetensors"}) {
@@ -213,9 +211,7 @@ TEST(Checkpoints, InspectListsTensorsAndOtherEntries) {
 }
 
 TEST(Checkpoints, ForeignFilesAreNamed) {
-  const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / "foreign";
-  resnet_test::remove_tree(dir);
-  fs::create_directories(dir);
+  const auto dir = resnet_test::work_dir("foreign");
   const std::vector<std::pair<std::string, std::string>> files = {
       {"weights.h5", std::string("\x89HDF\r\n\x1a\n", 8) + "rest"},
       {"array.npy", std::string("\x93NUMPY\x01\x00", 8) + "{'descr'"},
@@ -245,9 +241,7 @@ TEST(Checkpoints, ForeignFilesAreNamed) {
 }
 
 TEST(Checkpoints, SaveChoosesTheFormatByExtension) {
-  const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / "save_format";
-  resnet_test::remove_tree(dir);
-  fs::create_directories(dir);
+  const auto dir = resnet_test::work_dir("save_format");
   auto model = resnet::resnet20();
   const auto st = (dir / "m.safetensors").string();
   const auto pt = (dir / "m.pt").string();

@@ -434,14 +434,6 @@ bool have_fashion() {
   return true;
 }
 
-// An empty folder of its own for a test.
-fs::path work_dir(const std::string& name) {
-  const auto dir = fs::path(RESNET_TEST_WORK_DIR) / "datasets" / name;
-  resnet_test::remove_tree(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
 void write_file(const fs::path& path, const Bytes& bytes) {
   fs::create_directories(path.parent_path());
   std::ofstream out(path, std::ios::binary);
@@ -678,7 +670,7 @@ TEST(Datasets, ClassNamesOfKnownKinds) {
 }
 
 TEST(Datasets, IdxDatasetReadsBothSpellingsPlainAndGzipped) {
-  const auto dir = work_dir("idx");
+  const auto dir = resnet_test::work_dir("datasets/idx");
   write_idx_split(dir, "train", {3, 1, 4, 1, 5}, false, false);
   write_idx_split(dir, "t10k", {2, 7}, true, true);
   // Five images are too few to tell the kind: "idx", classes "0" to "5".
@@ -706,7 +698,7 @@ TEST(Datasets, IdxDatasetReadsBothSpellingsPlainAndGzipped) {
 }
 
 TEST(Datasets, IdxDatasetErrorsNameTheFiles) {
-  const auto dir = work_dir("idx_errors");
+  const auto dir = resnet_test::work_dir("datasets/idx_errors");
   EXPECT_TRUE(contains(
       error_of([&] { rd::IdxDataset(dir.string(), Split::Train); }),
       "expected train-images-idx3-ubyte[.gz] or train-images.idx3-ubyte[.gz] "
@@ -765,7 +757,7 @@ TEST(Datasets, FashionMnistInAFolderOfAnyNameIsGuessedByContent) {
   if (!have_fashion()) {
     GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   }
-  const auto dir = work_dir("plain-idx-files");
+  const auto dir = resnet_test::work_dir("datasets/plain-idx-files");
   for (const auto& e : fs::directory_iterator(kFashion)) {
     fs::create_symlink(e.path(), dir / e.path().filename());
   }
@@ -870,7 +862,7 @@ TEST(Datasets, IdxKindIsConservative) {
 }
 
 TEST(Datasets, CifarTenFromItsFolderOrItsParent) {
-  const auto root = work_dir("cifar10");
+  const auto root = resnet_test::work_dir("datasets/cifar10");
   const auto dir = root / "cifar-10-batches-bin";
   const auto ten = rd::Cifar::Ten;
   write_file(dir / "data_batch_1.bin", cifar_records(ten, {0, 1}, 0));
@@ -907,7 +899,7 @@ TEST(Datasets, CifarTenFromItsFolderOrItsParent) {
 }
 
 TEST(Datasets, CifarHundredReadsFineLabels) {
-  const auto root = work_dir("cifar100");
+  const auto root = resnet_test::work_dir("datasets/cifar100");
   const auto dir = root / "cifar-100-binary";
   const auto hundred = rd::Cifar::Hundred;
   write_file(dir / "train.bin", cifar_records(hundred, {0, 42, 99}, 0));
@@ -935,8 +927,8 @@ TEST(Datasets, CifarHundredReadsFineLabels) {
 }
 
 TEST(Datasets, ImageFolderFollowsTorchvisionsRules) {
-  const auto root = work_dir("folder_rules");
-  const auto elsewhere = work_dir("folder_rules_linked");
+  const auto root = resnet_test::work_dir("datasets/folder_rules");
+  const auto elsewhere = resnet_test::work_dir("datasets/folder_rules_linked");
   write_file(root / "zebra" / "b.png", solid_png(4, 4, 10));
   // An upper-case extension counts; sub-folders come after the class
   // folder's own files (os.walk's order), a symlinked folder is followed.
@@ -965,7 +957,7 @@ TEST(Datasets, ImageFolderFollowsTorchvisionsRules) {
 }
 
 TEST(Datasets, ImageFolderResizesCropsAndConvertsChannels) {
-  const auto root = work_dir("folder_sizes");
+  const auto root = resnet_test::work_dir("datasets/folder_sizes");
   write_file(root / "only" / "a_wide.png", columns_png(8, 4));
   write_file(root / "only" / "b_square.png", columns_png(8, 8));
   // Size 0: the first image's shorter side (4); the 8x4 one is cropped to
@@ -995,7 +987,7 @@ TEST(Datasets, ImageFolderResizesCropsAndConvertsChannels) {
 }
 
 TEST(Datasets, ImageFolderRefusesWhatItCannotRead) {
-  const auto root = work_dir("folder_errors");
+  const auto root = resnet_test::work_dir("datasets/folder_errors");
   write_file(root / "bmp" / "cls" / "a.png", solid_png(2, 2, 1));
   write_text(root / "bmp" / "cls" / "b.BMP", "BM not really");
   EXPECT_TRUE(contains(
@@ -1034,7 +1026,7 @@ TEST(Datasets, ImageFolderRefusesWhatItCannotRead) {
 }
 
 TEST(Datasets, ImageFolderTakesTheTrainingClassesForATestSplit) {
-  const auto root = work_dir("folder_classes");
+  const auto root = resnet_test::work_dir("datasets/folder_classes");
   for (const char* c : {"cat", "dog", "eel"}) {
     write_file(root / "train" / c / "1.png", solid_png(2, 2, 1));
     write_file(
@@ -1059,7 +1051,7 @@ TEST(Datasets, ImageFolderTakesTheTrainingClassesForATestSplit) {
 }
 
 TEST(Datasets, GuessAndOpenEveryKind) {
-  const auto base = work_dir("guess");
+  const auto base = resnet_test::work_dir("datasets/guess");
   // IDX files of no known kind, in a folder named after Fashion-MNIST: the
   // pixels decide, not the name. Classes "0" to the highest label of both.
   const auto idx_dir = base / "fashion-mnist";

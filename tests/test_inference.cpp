@@ -4,8 +4,6 @@
 
 #include <resnet/training.h>
 
-#include <c10/util/ScopeExit.h>
-
 #include <cmath>
 
 using namespace resnet_test;
@@ -151,6 +149,13 @@ TEST(Fused, OneDnnFusedKernelsAreFoundWhereLibTorchHasThem) {
       expected_fused_kernels() == resnet::CpuKernels::OneDnnFused);
   auto fused = resnet::fuse_for_inference(resnet::resnet18());
   EXPECT_EQ(fused->cpu_kernels(), expected_fused_kernels());
+  {
+    torch::NoGradGuard no_grad;
+    fused->forward(torch::randn({1, 3, 64, 64}));
+  }
+  EXPECT_EQ(
+      fused->uses_onednn_fused(),
+      expected_fused_kernels() == resnet::CpuKernels::OneDnnFused);
   EXPECT_STREQ(
       resnet::to_string(resnet::CpuKernels::OneDnnFused), "onednn-fused");
   if (!resnet::detail::OneDnnFused::available()) {
@@ -191,6 +196,36 @@ TEST(Fused, NewInputSizesRepackAndBlockInputsAreKept) {
   const auto strided = wide.slice(3, 0, 128, 2);
   EXPECT_LE(
       relative_error(fused->forward(strided), model->forward(strided)), 1e-5);
+}
+
+// An input the convolution cannot take (smaller than its kernel) gets ATen's
+// error, which names the sizes, not oneDNN's, and leaves the fused kernels in
+// use for the inputs that follow.
+TEST(Fused, InputsSmallerThanTheKernelGetATensError) {
+  torch::manual_seed(4);
+  const std::vector<int64_t> one{1, 1};
+  resnet::FusedConv2d conv(
+      torch::randn({8, 4, 3, 3}),
+      torch::randn({8}),
+      one,
+      std::vector<int64_t>{0, 0},
+      one,
+      1);
+  const bool onednn =
+      expected_fused_kernels() == resnet::CpuKernels::OneDnnFused;
+  conv->use_onednn_fused(onednn);
+  torch::NoGradGuard no_grad;
+  for (int round = 0; round < 2; ++round) {
+    const auto message = error_of([&] {
+      conv->forward(torch::randn({1, 4, 2, 2}), resnet::PostOp::Relu);
+    });
+    EXPECT_TRUE(contains(message, "Kernel size can't be greater")) << message;
+    EXPECT_EQ(conv->uses_onednn_fused(), onednn);
+    const auto x = torch::randn({2, 4, 6, 6});
+    const auto expected = torch::conv2d(x, conv->weight, conv->bias).relu();
+    EXPECT_LE(
+        relative_error(conv->forward(x, resnet::PostOp::Relu), expected), 1e-5);
+  }
 }
 
 TEST(Fused, BlocksFuseThemselves) {
@@ -495,7 +530,7 @@ TEST(CudaGraph, ReplayMatchesEagerOnTheGpu) {
   if (!torch::cuda::is_available()) {
     GTEST_SKIP() << "no CUDA device";
   }
-  torch::globalContext().setAllowTF32CuDNN(false);
+  const resnet_test::StrictCudaMath strict;
   torch::manual_seed(3);
   auto model = resnet::resnet50();
   randomize_norms(*model);
@@ -546,7 +581,7 @@ TEST(Fused, CudnnFusedMatchesTheEvalModeNetworkOnTheGpu) {
   if (!torch::cuda::is_available()) {
     GTEST_SKIP() << "no CUDA device";
   }
-  torch::globalContext().setAllowTF32CuDNN(false);
+  const resnet_test::StrictCudaMath strict;
   torch::NoGradGuard no_grad;
   for (const char* arch : {"resnet18", "resnext50_32x4d"}) {
     torch::manual_seed(7);
@@ -651,17 +686,7 @@ TEST(CudaGraphTrainStep, ReplaysMatchEagerStepsOnTheGpu) {
   // weight gradients differ in the last bit from run to run, which steps
   // through batch norm amplify to 1e-3 in four steps), and learning rates read
   // from tensors in the eager steps too (a rate as a number rounds otherwise).
-  auto& context = torch::globalContext();
-  const bool deterministic = context.deterministicCuDNN();
-  const bool benchmark = context.benchmarkCuDNN();
-  context.setDeterministicCuDNN(true);
-  context.setBenchmarkCuDNN(false);
-  const auto restore = c10::make_scope_exit([&] {
-    context.setDeterministicCuDNN(deterministic);
-    context.setBenchmarkCuDNN(benchmark);
-  });
-  context.setAllowTF32CuDNN(false);
-  context.setAllowTF32CuBLAS(false);
+  const resnet_test::StrictCudaMath strict(/*deterministic=*/true);
   torch::manual_seed(8);
   auto eager = resnet::resnet18(
       ResNetOptions().num_classes(10).stem(resnet::Stem::Cifar));

@@ -23,13 +23,6 @@ resnet::ResNet<resnet::BasicBlock<>> tiny() {
       resnet::Stem::Cifar));
 }
 
-fs::path work_dir(const std::string& name) {
-  const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / "audit" / name;
-  resnet_test::remove_tree(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
 } // namespace
 
 TEST(InputPolicy, EmptyBatchesGiveEmptyOutputsInBothModes) {
@@ -199,7 +192,7 @@ TEST(InputPolicy, StateDictsWithBadTensorsChangeNothing) {
 }
 
 TEST(InputPolicy, SavingBadStateDictsWritesNothing) {
-  const auto dir = work_dir("save");
+  const auto dir = resnet_test::work_dir("audit/save");
   auto state = resnet::state_dict(*tiny());
   for (const char* name : {"w.pt", "w.safetensors"}) {
     const auto path = (dir / name).string();
@@ -235,7 +228,7 @@ TEST(InputPolicy, SavingBadStateDictsWritesNothing) {
 }
 
 TEST(InputPolicy, PathsThatAreNotCheckpoints) {
-  const auto dir = work_dir("paths");
+  const auto dir = resnet_test::work_dir("audit/paths");
   auto model = tiny();
   const auto before = snapshot(*model);
   std::ofstream(dir / "empty.pt");

@@ -32,13 +32,6 @@ fs::path fixture(const std::string& name) {
   return fs::path(RESNET_FIXTURE_DIR) / "safetensors_files" / name;
 }
 
-fs::path work_dir(const std::string& name) {
-  const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / name;
-  resnet_test::remove_tree(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
 std::string read_bytes(const fs::path& path) {
   const auto v = resnet::detail::read_file(path.string());
   return std::string(v.begin(), v.end());
@@ -241,7 +234,7 @@ TEST(SafetensorsWrite, SameBytesAsPython) {
 }
 
 TEST(SafetensorsWrite, RoundTripEveryDtype) {
-  const auto dir = work_dir("safetensors_round_trip");
+  const auto dir = resnet_test::work_dir("safetensors_round_trip");
   std::mt19937 gen(7);
   resnet::StateDict state;
   for (const auto& d : resnet::detail::safetensors_dtypes()) {
@@ -312,7 +305,7 @@ TEST(SafetensorsWrite, HeaderLayout) {
 }
 
 TEST(SafetensorsWrite, RefusesWhatTheFormatCannotHold) {
-  const auto dir = work_dir("safetensors_refuses");
+  const auto dir = resnet_test::work_dir("safetensors_refuses");
   const auto path = (dir / "x.safetensors").string();
   auto refuse = [&](const resnet::StateDict& state,
                     const std::map<std::string, std::string>& metadata) {
@@ -475,7 +468,7 @@ std::vector<BadFile> bad_files() {
 }
 
 TEST(SafetensorsRead, RefusesMalformedFiles) {
-  const auto dir = work_dir("safetensors_malformed");
+  const auto dir = resnet_test::work_dir("safetensors_malformed");
   int i = 0;
   for (const auto& bad : bad_files()) {
     SCOPED_TRACE(bad.what);
@@ -531,7 +524,7 @@ TEST(SafetensorsRead, EveryTruncationThrows) {
     const auto e = error_of([&] { parse(whole.substr(0, cut)); });
     ASSERT_TRUE(contains(e, "invalid safetensors data")) << "cut at " << cut;
   }
-  const auto dir = work_dir("safetensors_truncated");
+  const auto dir = resnet_test::work_dir("safetensors_truncated");
   const size_t n = resnet::detail::read_le64(whole.data());
   for (size_t cut : {size_t{3}, size_t{8}, n / 2, 8 + n, whole.size() - 1}) {
     const auto path = (dir / std::to_string(cut)).string();

@@ -90,6 +90,42 @@ inline double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a - b).norm() / b.norm().clamp_min(1e-30)).item<double>();
 }
 
+/// Float32 as written on the GPU for the guard's life: no TF32 in cuDNN's
+/// convolutions or cuBLAS's products; with `deterministic`, also cuDNN's
+/// deterministic algorithms, not autotuned. The settings are put back after.
+class StrictCudaMath {
+ public:
+  explicit StrictCudaMath(bool deterministic = false)
+      : tf32_cudnn_(context().allowTF32CuDNN()),
+        tf32_cublas_(context().allowTF32CuBLAS()),
+        deterministic_(context().deterministicCuDNN()),
+        benchmark_(context().benchmarkCuDNN()) {
+    context().setAllowTF32CuDNN(false);
+    context().setAllowTF32CuBLAS(false);
+    if (deterministic) {
+      context().setDeterministicCuDNN(true);
+      context().setBenchmarkCuDNN(false);
+    }
+  }
+  ~StrictCudaMath() {
+    context().setAllowTF32CuDNN(tf32_cudnn_);
+    context().setAllowTF32CuBLAS(tf32_cublas_);
+    context().setDeterministicCuDNN(deterministic_);
+    context().setBenchmarkCuDNN(benchmark_);
+  }
+  StrictCudaMath(const StrictCudaMath&) = delete;
+  StrictCudaMath& operator=(const StrictCudaMath&) = delete;
+
+ private:
+  static at::Context& context() {
+    return at::globalContext();
+  }
+  bool tf32_cudnn_;
+  bool tf32_cublas_;
+  bool deterministic_;
+  bool benchmark_;
+};
+
 /// Removes a file, or a folder with all it holds; nothing where there is
 /// nothing. Not std::filesystem::remove_all, which crashed this test program
 /// on folders holding files when built by GCC 13.3 against PyPI's LibTorch
@@ -112,6 +148,15 @@ inline void remove_tree(const std::filesystem::path& path) {
     }
   }
   fs::remove(path);
+}
+
+/// An empty folder of a test's own, `relative` under the build tree's test
+/// folder: whatever an earlier run left there is removed first.
+inline std::filesystem::path work_dir(const std::string& relative) {
+  const auto dir = std::filesystem::path(RESNET_TEST_WORK_DIR) / relative;
+  remove_tree(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
 }
 
 } // namespace resnet_test

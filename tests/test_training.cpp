@@ -23,13 +23,6 @@ using resnet_test::error_of;
 
 namespace {
 
-fs::path fresh_dir(const std::string& name) {
-  const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / "training" / name;
-  resnet_test::remove_tree(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);
   return {std::istreambuf_iterator<char>(in), {}};
@@ -143,7 +136,7 @@ TEST(Schedule, LearningRatesReadsEveryGroupInOrder) {
 }
 
 TEST(CheckpointFolder, SavesAndRestoresModelOptimizerAndState) {
-  const auto dir = fresh_dir("roundtrip");
+  const auto dir = resnet_test::work_dir("training/roundtrip");
   Trained a(1);
   resnet::CheckpointFolder folder(dir.string());
   EXPECT_FALSE(folder.read_state().has_value());
@@ -173,7 +166,7 @@ TEST(CheckpointFolder, SavesAndRestoresModelOptimizerAndState) {
 
 TEST(CheckpointFolder, AProcessStoppedWhileSavingLeavesTheLastCheckpoint) {
   for (const std::string stop_at : {"model", "optimizer", "state"}) {
-    const auto dir = fresh_dir("stopped-" + stop_at);
+    const auto dir = resnet_test::work_dir("training/stopped-" + stop_at);
     Trained a(1);
     resnet::CheckpointFolder folder(dir.string());
     folder.save(3, *a.model, a.optimizer);
@@ -197,14 +190,15 @@ TEST(CheckpointFolder, AProcessStoppedWhileSavingLeavesTheLastCheckpoint) {
   // A full save after the interruptions reports each file in order.
   Trained a(1);
   std::vector<std::string> seen;
-  resnet::CheckpointFolder folder(fresh_dir("order").string());
+  resnet::CheckpointFolder folder(
+      resnet_test::work_dir("training/order").string());
   folder.on_written([&](const std::string& what) { seen.push_back(what); });
   folder.save(1, *a.model, a.optimizer);
   EXPECT_EQ(seen, (std::vector<std::string>{"model", "optimizer", "state"}));
 }
 
 TEST(CheckpointFolder, TemporariesGoAndDamagedStateIsNamed) {
-  const auto dir = fresh_dir("damaged");
+  const auto dir = resnet_test::work_dir("training/damaged");
   std::ofstream(dir / "last.pt.tmp") << "x";
   std::ofstream(dir / "last_state.json.tmp.123") << "x";
   std::ofstream(dir / "keep.txt") << "x";
@@ -233,7 +227,7 @@ TEST(CheckpointFolder, TemporariesGoAndDamagedStateIsNamed) {
 }
 
 TEST(TrainingLog, WritesRowsAndKeepsOnlyCheckpointedRowsOnResume) {
-  const auto dir = fresh_dir("log");
+  const auto dir = resnet_test::work_dir("training/log");
   {
     resnet::TrainingLog log(dir.string(), std::nullopt, 2);
     for (int64_t s = 1; s <= 5; ++s) {

@@ -18,14 +18,6 @@ using resnet_test::error_of;
 using resnet_test::snapshot;
 using resnet_test::unchanged;
 
-// A fresh folder under the build tree for one test.
-fs::path work_dir(const std::string& name) {
-  const fs::path dir = fs::path(RESNET_TEST_WORK_DIR) / name;
-  resnet_test::remove_tree(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
 resnet::ResNet<resnet::BasicBlock<>> small_model(int64_t classes = 10) {
   return resnet::resnet18(
       ResNetOptions().num_classes(classes).base_channels(8).stem(
@@ -51,7 +43,7 @@ TEST(StateDict, FollowsPyTorchOrder) {
 }
 
 TEST(Weights, SaveAndLoadRoundTrip) {
-  const auto dir = work_dir("roundtrip");
+  const auto dir = resnet_test::work_dir("roundtrip");
   auto a = small_model();
   a->eval();
   {
@@ -85,7 +77,7 @@ TEST(Weights, SaveAndLoadRoundTrip) {
 }
 
 TEST(Weights, LoadsIntoOtherDtype) {
-  const auto dir = work_dir("dtype");
+  const auto dir = resnet_test::work_dir("dtype");
   auto a = small_model();
   resnet::save_state_dict(a, (dir / "a.pt").string());
   auto b = small_model();
@@ -102,7 +94,7 @@ TEST(Weights, LoadsIntoOtherDtype) {
 }
 
 TEST(Weights, StrictLoadOfWrongArchitectureChangesNothing) {
-  const auto dir = work_dir("mismatch");
+  const auto dir = resnet_test::work_dir("mismatch");
   const auto path = (dir / "r50.pt").string();
   resnet::save_state_dict(resnet::resnet50(), path);
   auto r18 = resnet::resnet18();
@@ -134,7 +126,7 @@ TEST(Weights, StrictLoadOfWrongArchitectureChangesNothing) {
 }
 
 TEST(Weights, FineTuningSkipsPrefixesAndNonStrictReports) {
-  const auto dir = work_dir("finetune");
+  const auto dir = resnet_test::work_dir("finetune");
   const auto path = (dir / "a.pt").string();
   auto a = small_model(1000);
   resnet::save_state_dict(a, path);
@@ -226,7 +218,7 @@ TEST(Weights, ModulePrefixAndKeyMaps) {
 }
 
 TEST(Weights, NestedStateDictAndLibTorchArchives) {
-  const auto dir = work_dir("nested");
+  const auto dir = resnet_test::work_dir("nested");
   auto a = small_model();
   c10::Dict<std::string, torch::Tensor> inner;
   for (const auto& item : resnet::state_dict(*a)) {
@@ -251,7 +243,7 @@ TEST(Weights, NestedStateDictAndLibTorchArchives) {
 }
 
 TEST(Weights, BadFilesGiveClearErrorsAndChangeNothing) {
-  const auto dir = work_dir("bad");
+  const auto dir = resnet_test::work_dir("bad");
   const auto good = (dir / "good.pt").string();
   resnet::save_state_dict(small_model(), good);
   const auto bytes = [&] {

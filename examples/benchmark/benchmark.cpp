@@ -376,10 +376,16 @@ int main(int argc, char** argv) try {
   const double peak_mib = peak_memory_mib(device);
 
   // --- report -----------------------------------------------------------
-  // The kernels a fused network ran on the CPU; empty otherwise.
-  const std::string kernels =
-      args.fuse && device.is_cpu() && dtype == torch::kFloat32
-      ? resnet::to_string(fused->cpu_kernels())
+  // The kernels a fused network ran on the CPU ("+aten": some convolutions
+  // fell back to ATen's, oneDNN having refused them); empty otherwise.
+  const bool cpu_fused =
+      args.fuse && device.is_cpu() && dtype == torch::kFloat32;
+  const bool fell_back = cpu_fused &&
+      fused->cpu_kernels() == resnet::CpuKernels::OneDnnFused &&
+      !fused->uses_onednn_fused();
+  const std::string kernels = cpu_fused
+      ? std::string(resnet::to_string(fused->cpu_kernels())) +
+          (fell_back ? "+aten" : "")
       : "";
   // The kernels a fused network ran on a CUDA device; empty otherwise.
   const std::string gpu_kernels = !args.fuse || !device.is_cuda() ? ""

@@ -164,66 +164,36 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
     TORCH_CHECK(
         (post == PostOp::AddRelu) == other.defined(),
         "resnet: FusedConv2d takes a tensor to add exactly for PostOp::AddRelu");
+    // cuDNN may find no fused kernel for a configuration (dtype, layout,
+    // groups), and oneDNN may refuse one (which, depends on the CPU), that
+    // ATen's kernels run: the convolution then runs ATen's kernels from now
+    // on, and `uses_cudnn_fused()` / `uses_onednn_fused()` say so. Where ATen
+    // refuses too, the input is at fault: its error is the one thrown, and
+    // the fused kernels stay in use. Running out of memory is neither.
     if (cudnn_fused_ && post != PostOp::None &&
         detail::cudnn_takes(x, weight, other)) {
-      // cuDNN may find no fused kernel for a configuration (dtype, layout,
-      // groups); this convolution then runs ATen's kernels from now on, and
-      // `uses_cudnn_fused()` says so. Running out of memory is not that.
-      try {
-        return cudnn_forward(x, post, other);
-      } catch (const c10::OutOfMemoryError&) {
-        throw;
-      } catch (const c10::Error&) {
-        cudnn_fused_ = false;
-      }
+      return fused_or_aten(
+          cudnn_fused_,
+          [&] { return cudnn_forward(x, post, other); },
+          x,
+          post,
+          other);
     }
     if (onednn_fused_ && detail::onednn_takes(x) &&
         weight.scalar_type() == torch::kFloat32) {
-      const auto input = x.contiguous(torch::MemoryFormat::ChannelsLast);
-      prepack_fused(input.sizes());
-      return detail::OneDnnFused::run(
-          input,
-          packed_.weight,
-          bias,
-          geometry_,
+      return fused_or_aten(
+          onednn_fused_,
+          [&] { return onednn_forward(x, post, other, overwrite_other); },
+          x,
           post,
-          post == PostOp::AddRelu
-              ? other.contiguous(torch::MemoryFormat::ChannelsLast)
-              : torch::Tensor(),
-          overwrite_other);
+          other);
     }
-    torch::Tensor y;
-    if (x.is_mkldnn()) {
-      prepack_layout();
-      y = at::mkldnn_convolution(
-          x,
-          packed_.weight,
-          packed_.bias,
-          geometry_.padding,
-          geometry_.stride,
-          geometry_.dilation,
-          geometry_.groups);
-    } else {
-      y = torch::conv2d(
-          x,
-          weight,
-          bias,
-          geometry_.stride,
-          geometry_.padding,
-          geometry_.dilation,
-          geometry_.groups);
-    }
-    if (post == PostOp::AddRelu) {
-      y.add_(other);
-    }
-    if (post != PostOp::None) {
-      y.relu_();
-    }
-    return y;
+    return aten_forward(x, post, other);
   }
 
   /// Whether dense float32 CPU inputs run as one fused oneDNN call; refused
-  /// where LibTorch lacks the operators (`OneDnnFused::available()`).
+  /// where LibTorch lacks the operators (`OneDnnFused::available()`). Off
+  /// for good once oneDNN refuses an input that ATen's kernels run.
   void use_onednn_fused(bool on) {
     TORCH_CHECK(
         !on || detail::OneDnnFused::available(),
@@ -257,6 +227,79 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
   torch::Tensor bias;
 
  private:
+  // `fused()`; where it throws (running out of memory aside) and ATen's
+  // kernels run the input, their result, with `enabled` cleared for good.
+  template <class Fused>
+  torch::Tensor fused_or_aten(
+      bool& enabled,
+      Fused&& fused,
+      const torch::Tensor& x,
+      PostOp post,
+      const torch::Tensor& other) {
+    try {
+      return fused();
+    } catch (const c10::OutOfMemoryError&) {
+      throw;
+    } catch (const c10::Error&) {
+      auto y = aten_forward(x, post, other);
+      enabled = false;
+      return y;
+    }
+  }
+
+  torch::Tensor onednn_forward(
+      const torch::Tensor& x,
+      PostOp post,
+      const torch::Tensor& other,
+      bool overwrite_other) {
+    const auto input = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    prepack_fused(input.sizes());
+    return detail::OneDnnFused::run(
+        input,
+        packed_.weight,
+        bias,
+        geometry_,
+        post,
+        post == PostOp::AddRelu
+            ? other.contiguous(torch::MemoryFormat::ChannelsLast)
+            : torch::Tensor(),
+        overwrite_other);
+  }
+
+  torch::Tensor aten_forward(
+      const torch::Tensor& x,
+      PostOp post,
+      const torch::Tensor& other) {
+    torch::Tensor y;
+    if (x.is_mkldnn()) {
+      prepack_layout();
+      y = at::mkldnn_convolution(
+          x,
+          packed_.weight,
+          packed_.bias,
+          geometry_.padding,
+          geometry_.stride,
+          geometry_.dilation,
+          geometry_.groups);
+    } else {
+      y = torch::conv2d(
+          x,
+          weight,
+          bias,
+          geometry_.stride,
+          geometry_.padding,
+          geometry_.dilation,
+          geometry_.groups);
+    }
+    if (post == PostOp::AddRelu) {
+      y.add_(other);
+    }
+    if (post != PostOp::None) {
+      y.relu_();
+    }
+    return y;
+  }
+
   torch::Tensor cudnn_forward(
       const torch::Tensor& x,
       PostOp post,
@@ -505,21 +548,22 @@ class InferenceResNetImpl : public torch::nn::Module {
     return layout_.cpu_kernels;
   }
 
+  /// Whether a float32 CPU input runs with oneDNN's fused convolutions:
+  /// `cpu_kernels()` is `CpuKernels::OneDnnFused`, and no convolution has
+  /// fallen back to ATen's kernels.
+  bool uses_onednn_fused() const {
+    return layout_.cpu_kernels == CpuKernels::OneDnnFused &&
+        every_conv(
+               [](const FusedConv2dImpl& c) { return c.uses_onednn_fused(); });
+  }
+
   /// Whether a CUDA input runs with cuDNN's fused convolutions (where the
   /// dtype is one cuDNN fuses and LibTorch has cuDNN): as `FuseOptions`
   /// asked, and no convolution has fallen back to ATen's kernels.
   bool uses_cudnn_fused() const {
-    if (!layout_.cudnn_fused) {
-      return false;
-    }
-    for (const auto& module : modules(/*include_self=*/false)) {
-      if (const auto* conv = module->as<FusedConv2dImpl>()) {
-        if (!conv->uses_cudnn_fused()) {
-          return false;
-        }
-      }
-    }
-    return true;
+    return layout_.cudnn_fused && every_conv([](const FusedConv2dImpl& c) {
+             return c.uses_cudnn_fused();
+           });
   }
 
   void pretty_print(std::ostream& stream) const override {
@@ -535,6 +579,18 @@ class InferenceResNetImpl : public torch::nn::Module {
   torch::nn::Linear fc{nullptr};
 
  private:
+  template <class Predicate>
+  bool every_conv(Predicate holds) const {
+    for (const auto& module : modules(/*include_self=*/false)) {
+      if (const auto* conv = module->as<FusedConv2dImpl>()) {
+        if (!holds(*conv)) {
+          return false;
+        }
+      }
+    }
+    return true;
+  }
+
   torch::Tensor run_features(const torch::Tensor& x) {
     detail::check_network_input(
         x, layout_.in_channels, layout_.total_stride, layout_.max_pool);
