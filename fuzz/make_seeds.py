@@ -88,6 +88,49 @@ def torch_seeds(out):
     write(os.path.join(out, "checkpoint_file"), "text.txt", b"not a checkpoint\n")
 
 
+def hostile_seeds(out):
+    """The hostile corpus of tests/python/make_hostile_files.py at seed size
+    (64 KiB at most): to the file, torch.save and safetensors targets, and
+    their pickles to the pickle and checkpoint-search targets."""
+    import sys
+    import tempfile
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests",
+                                    "python"))
+    import make_hostile_files
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for entry in make_hostile_files.make(tmp, small=True):
+            path = os.path.join(tmp, entry["file"])
+            if not os.path.isfile(path):
+                continue
+            with open(path, "rb") as f:
+                data = f.read()
+            name = "hostile_" + entry["file"]
+            write(os.path.join(out, "checkpoint_file"), name, data)
+            if name.endswith(".safetensors"):
+                write(os.path.join(out, "safetensors"), name, data)
+                continue
+            write(os.path.join(out, "torch_save"), name, data)
+            pkl = None
+            if data[:2] == b"PK":
+                try:
+                    with zipfile.ZipFile(io.BytesIO(data)) as z:
+                        names = [n for n in z.namelist()
+                                 if n.endswith("data.pkl")]
+                        pkl = z.read(names[0]) if names else None
+                except Exception:
+                    pkl = None
+            if pkl:
+                write(os.path.join(out, "pickle"), name + ".pkl", pkl)
+                write(os.path.join(out, "checkpoint_search"), name + ".pkl",
+                      pkl)
+    for name in os.listdir(os.path.join(out, "pickle")):
+        if not name.startswith("hostile_"):
+            with open(os.path.join(out, "pickle", name), "rb") as f:
+                write(os.path.join(out, "checkpoint_search"), name, f.read())
+
+
 def safetensors_seeds(out):
     from safetensors.torch import save
 
@@ -224,6 +267,7 @@ def main():
     parser.add_argument("--fashion", default="/usr/share/datasets/fashion-mnist")
     args = parser.parse_args()
     torch_seeds(args.out)
+    hostile_seeds(args.out)
     safetensors_seeds(args.out)
     idx_seeds(args.out, args.fashion)
     cifar_seeds(args.out, args.fashion)

@@ -14,12 +14,8 @@
 #include <torch/torch.h>
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,8 +31,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-extern char** environ;
 
 namespace {
 
@@ -420,50 +414,7 @@ struct TempDir {
 };
 
 // A worker process; killed if still running when the object goes.
-struct Worker {
-  pid_t pid = -1;
-  fs::path log;
-  int status = 0;
-  double seconds_taken = 0;
-
-  ~Worker() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  }
-
-  // Waits at most `limit`; false (and the process killed) if it ran over.
-  bool wait(seconds limit) {
-    if (pid <= 0) {
-      return false;
-    }
-    const auto start = std::chrono::steady_clock::now();
-    while (true) {
-      const pid_t done = ::waitpid(pid, &status, WNOHANG);
-      seconds_taken = std::chrono::duration<double>(
-                          std::chrono::steady_clock::now() - start)
-                          .count();
-      if (done == pid) {
-        pid = -1;
-        return true;
-      }
-      if (std::chrono::steady_clock::now() - start > limit) {
-        return false;
-      }
-      std::this_thread::sleep_for(milliseconds(50));
-    }
-  }
-  bool exited_ok() const {
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  }
-  std::string output() const {
-    std::ifstream in(log);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  }
-};
+using Worker = resnet_test::ChildProcess;
 
 // Starts rank `rank` of `world` running `which`, its output in `dir`.
 void start_worker(
@@ -497,25 +448,11 @@ void start_worker(
   for (const auto& [name, value] : set) {
     env.push_back(name + "=" + value);
   }
-  std::vector<char*> envp;
-  for (auto& e : env) {
-    envp.push_back(e.data());
-  }
-  envp.push_back(nullptr);
-  std::string self = "/proc/self/exe";
-  std::string filter = "--gtest_filter=DistributedWorker.*";
-  char* argv[] = {self.data(), filter.data(), nullptr};
-
-  w.log = dir / (which + "_rank" + std::to_string(rank) + ".log");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(
-      &actions, 1, w.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  const int rc =
-      posix_spawn(&w.pid, self.c_str(), &actions, nullptr, argv, envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  ASSERT_EQ(rc, 0) << "posix_spawn: " << std::strerror(rc);
+  const std::string error = w.start(
+      {"/proc/self/exe", "--gtest_filter=DistributedWorker.*"},
+      dir / (which + "_rank" + std::to_string(rank) + ".log"),
+      env);
+  ASSERT_EQ(error, "");
 }
 
 // Starts ranks 0 and 1 of two on one free port.
@@ -861,6 +798,57 @@ TEST(Distributed, JoinsThroughALaunchersStore) {
       {{"TORCHELASTIC_USE_AGENT_STORE", "True"}}));
   // The workers used keys of their own.
   EXPECT_EQ(store->get("launcher/key"), (std::vector<uint8_t>{1, 2, 3}));
+}
+#endif
+
+#if defined(RESNET_WITH_C10D) && RESNET_WITH_C10D && TORCH_VERSION_MAJOR < 2
+TEST(Distributed, ALaunchersStoreInAnotherProtocolFailsWithinSeconds) {
+  // torchrun 2.x's store, to a program built against LibTorch 1.x, takes
+  // the connections and the requests and answers none of them: here a
+  // socket that does the same. The join must fail after the probe, not
+  // after the whole timeout, and say what to do.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 8), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  std::vector<std::thread> readers;
+  std::thread server([&] {
+    while (true) {
+      const int c = ::accept(fd, nullptr, nullptr);
+      if (c < 0) {
+        return;
+      }
+      readers.emplace_back([c] {
+        char buf[4096];
+        while (::recv(c, buf, sizeof(buf), 0) > 0) {
+        }
+        ::close(c);
+      });
+    }
+  });
+  dist::Environment env;
+  env.world_size = 2;
+  env.master_port = ntohs(addr.sin_port);
+  env.agent_store = true;
+  const auto start = std::chrono::steady_clock::now();
+  const auto message = resnet_test::error_of(
+      [&] { dist::Group group(env, std::chrono::minutes(5)); });
+  const auto took = std::chrono::steady_clock::now() - start;
+  ::shutdown(fd, SHUT_RDWR);
+  ::close(fd);
+  server.join();
+  for (auto& r : readers) {
+    r.join();
+  }
+  EXPECT_TRUE(resnet_test::contains(message, "got no answer within 10000 ms"))
+      << message;
+  EXPECT_TRUE(resnet_test::contains(message, "examples/launch.sh")) << message;
+  EXPECT_LT(took, seconds(60));
 }
 #endif
 

@@ -462,7 +462,7 @@ std::vector<BadFile> bad_files() {
            one(R"({"dtype":"F32","shape":[[2]],"data_offsets":[0,8]})"), 8),
        "nests deeper than the format allows"},
       {"very deep nesting",
-       file_with(std::string(100000, '[')),
+       file_with("{\"a\":" + std::string(100000, '[')),
        "nests deeper than the format allows"},
   };
 }

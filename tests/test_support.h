@@ -7,11 +7,24 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
+
+extern char** environ;
 
 namespace resnet_test {
 
@@ -158,5 +171,106 @@ inline std::filesystem::path work_dir(const std::string& relative) {
   std::filesystem::create_directories(dir);
   return dir;
 }
+
+/// A program started in a process of its own, its standard output and
+/// error in a file; killed if still running when the object goes.
+class ChildProcess {
+ public:
+  ChildProcess() = default;
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  ~ChildProcess() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+
+  /// Starts `args[0]` with `args`, in `env` (KEY=VALUE entries; this
+  /// process's environment when empty), its output in `output_file`. Empty
+  /// when it started, else why not.
+  std::string start(
+      std::vector<std::string> args,
+      const std::filesystem::path& output_file,
+      std::vector<std::string> env = {}) {
+    log = output_file;
+    std::vector<char*> argv;
+    for (auto& a : args) {
+      argv.push_back(a.data());
+    }
+    argv.push_back(nullptr);
+    std::vector<char*> envp;
+    for (auto& e : env) {
+      envp.push_back(e.data());
+    }
+    envp.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(
+        &actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    const int rc = posix_spawn(
+        &pid,
+        argv[0],
+        &actions,
+        nullptr,
+        argv.data(),
+        env.empty() ? environ : envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) {
+      pid = -1;
+      return std::string("posix_spawn: ") + std::strerror(rc);
+    }
+    return "";
+  }
+
+  /// Waits at most `limit`; false (and the process killed) if it ran over.
+  template <class Duration>
+  bool wait(Duration limit) {
+    if (pid <= 0) {
+      return false;
+    }
+    const auto start_time = std::chrono::steady_clock::now();
+    while (true) {
+      const pid_t done = ::waitpid(pid, &status, WNOHANG);
+      seconds_taken = std::chrono::duration<double>(
+                          std::chrono::steady_clock::now() - start_time)
+                          .count();
+      if (done == pid) {
+        pid = -1;
+        return true;
+      }
+      if (std::chrono::steady_clock::now() - start_time > limit) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+        pid = -1;
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  bool exited_ok() const {
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+  /// "exit status N" or "killed by signal N".
+  std::string how_it_ended() const {
+    return WIFSIGNALED(status)
+        ? "killed by signal " + std::to_string(WTERMSIG(status))
+        : "exit status " + std::to_string(WEXITSTATUS(status));
+  }
+  /// What it wrote so far.
+  std::string output() const {
+    std::ifstream in(log);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+
+  pid_t pid = -1;
+  std::filesystem::path log;
+  int status = 0;
+  double seconds_taken = 0;
+};
 
 } // namespace resnet_test

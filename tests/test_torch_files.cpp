@@ -10,8 +10,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <caffe2/serialize/inline_container.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -655,12 +653,13 @@ TEST(TorchFileWriter, RoundTripsInOrder) {
 TEST(TorchFileWriter, UsesOnlyGlobalsWeightsOnlyLoadAllows) {
   const auto bytes = resnet::detail::write_torch_save(
       {{"w", torch::ones({2})}, {"n", torch::tensor(1, torch::kLong)}});
-  caffe2::serialize::PyTorchStreamReader reader(
-      std::make_shared<resnet::detail::MemoryReader>(
-          bytes.data(), bytes.size()));
-  auto pkl = reader.getRecord("data.pkl");
-  const std::string pickle(
-      static_cast<const char*>(std::get<0>(pkl).get()), std::get<1>(pkl));
+  resnet::detail::ReadBudget budget(bytes.size());
+  const resnet::detail::TorchArchive archive(
+      bytes.data(), bytes.size(), budget);
+  const auto* pkl = archive.find("data.pkl");
+  ASSERT_NE(pkl, nullptr);
+  const auto record = archive.zip().read(*pkl, budget);
+  const std::string pickle(record.begin(), record.end());
   // GLOBAL opcodes: 'c' module '\n' name '\n'.
   std::set<std::string> globals;
   const std::regex global("c([A-Za-z_.]+)\n([A-Za-z_0-9]+)\n");

@@ -8,24 +8,24 @@
 
 #include <resnet/detail/mapped_file.h>
 #include <resnet/detail/pickle.h>
+#include <resnet/detail/read_budget.h>
 #include <resnet/detail/torch_save.h>
+#include <resnet/detail/zip.h>
 #include <resnet/io.h>
 #include <resnet/safetensors.h>
 
 #include <c10/util/Exception.h>
-#include <caffe2/serialize/inline_container.h>
-#include <torch/csrc/jit/api/module.h>
-#include <torch/csrc/jit/serialization/import.h>
 #include <torch/types.h>
 
 #include <cstdint>
 #include <cstring>
 #include <exception>
-#include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -113,12 +113,18 @@ inline const std::vector<std::string>& state_dict_keys() {
   return keys;
 }
 
+/// `text` cut to at most `limit` characters, for messages and listings:
+/// names read from a file may be as long as the file.
+inline std::string clip(const std::string& text, size_t limit = 200) {
+  return text.size() <= limit ? text : text.substr(0, limit) + "...";
+}
+
 /// A value as Python would see it: LibTorch's pickler (torch::pickle_save)
 /// wraps dicts and lists in `torch.jit._pickle.restore_type_tag(value,
 /// type)`, which Python resolves to `value`.
 inline PyValue untagged(const PyValue& v) {
-  if (v.is(PyKind::Object) &&
-      v.qualified_name() == "torch.jit._pickle.restore_type_tag") {
+  if (v.is(PyKind::Object) && v.module() == "torch.jit._pickle" &&
+      v.name() == "restore_type_tag") {
     const auto args = v.args();
     if (args.is(PyKind::Tuple) && args.size() >= 1) {
       return args[0];
@@ -138,20 +144,93 @@ inline bool is_pickled_module(const PyValue& v) {
       state.contains("_modules");
 }
 
-/// The parameters and buffers of a pickled module in state_dict order
-/// (non-persistent buffers left out), without running any of its code.
-inline void flatten_pickled_module(
-    const PyValue& module,
-    const std::string& prefix,
+/// A module object of a TorchScript archive (`torch.jit.save`, LibTorch's
+/// `torch::save(module)`): an instance of a `__torch__` class whose state
+/// is the dict of its attributes. One whose class sets its state itself
+/// (`__setstate__`, code the archive carries) has other state and is not
+/// read: nothing in a file is run.
+inline bool is_script_module(const PyValue& v) {
+  if (!v.is(PyKind::Object)) {
+    return false;
+  }
+  const auto& module = v.module();
+  return (module == "__torch__" || module.rfind("__torch__.", 0) == 0) &&
+      v.state().is_dict();
+}
+
+/// `a + b + c` in a string of exactly that size (`operator+` may leave
+/// twice the capacity, which for names read from a file doubles what they
+/// take).
+inline std::string
+joined(const std::string& a, const std::string& b, const std::string& c = "") {
+  std::string out;
+  out.reserve(a.size() + b.size() + c.size());
+  out += a;
+  out += b;
+  out += c;
+  return out;
+}
+
+/// Appends `prefix + name` -> `t` to `out`, charging the key to `budget`.
+inline void add_tensor(
     StateDict& out,
-    int depth) {
+    const std::string& prefix,
+    const std::string& name,
+    const at::Tensor& t,
+    ReadBudget& budget) {
+  budget.spend(prefix.size() + name.size() + 64, "tensor names");
+  out.emplace_back(joined(prefix, name), t);
+}
+
+/// The parameters and buffers of a pickled module in state_dict order
+/// (non-persistent buffers left out), or the tensor attributes of a
+/// TorchScript module, without running any of its code; their names start
+/// with `prefix`, which the walk extends in place and restores. A module
+/// reached by several paths is listed under each, as PyTorch's `state_dict`
+/// does; `budget` bounds the walk, so that modules shared over and over
+/// cannot make it run for ever.
+inline void flatten_module(
+    const PyValue& module,
+    std::string& prefix,
+    StateDict& out,
+    ReadBudget& budget,
+    int depth = 0) {
   TORCH_CHECK(depth < 200, "modules nested too deeply");
+  budget.step("the module tree");
   const auto state = module.state();
+  const auto child = [&](const std::string& name, const PyValue& m) {
+    const size_t mark = prefix.size();
+    budget.spend(name.size() + 1, "module names");
+    prefix += name;
+    prefix += '.';
+    flatten_module(m, prefix, out, budget, depth + 1);
+    prefix.resize(mark);
+  };
+  const auto tensor = [&](const std::string& name, const at::Tensor& t) {
+    add_tensor(out, prefix, name, t, budget);
+  };
+  if (!is_pickled_module(module)) {
+    // TorchScript: every tensor attribute, and every module attribute.
+    for (const auto& item : state.as_dict()) {
+      budget.step("the module tree");
+      if (!item.first.is_string()) {
+        continue;
+      }
+      if (item.second.is_tensor()) {
+        tensor(item.first.as_string(), item.second.as_tensor());
+      } else if (is_script_module(item.second)) {
+        child(item.first.as_string(), item.second);
+      }
+    }
+    return;
+  }
   std::set<std::string> transient;
   const auto non_persistent = state.get("_non_persistent_buffers_set");
   if (non_persistent.is_sequence()) {
+    budget.step("the module tree", non_persistent.size());
     for (const auto& name : non_persistent.elements()) {
       if (name.is_string()) {
+        budget.spend(name.as_string().size() + 64, "module fields");
         transient.insert(name.as_string());
       }
     }
@@ -161,44 +240,48 @@ inline void flatten_pickled_module(
     if (!tensors.is_dict()) {
       continue;
     }
+    budget.step("the module tree", tensors.size());
     for (const auto& item : tensors.as_dict()) {
       if (item.first.is_string() && item.second.is_tensor() &&
           !transient.count(item.first.as_string())) {
-        out.emplace_back(
-            prefix + item.first.as_string(), item.second.as_tensor());
+        tensor(item.first.as_string(), item.second.as_tensor());
       }
     }
   }
   const auto children = state.get("_modules");
   if (children.is_dict()) {
+    budget.step("the module tree", children.size());
     for (const auto& item : children.as_dict()) {
       if (item.first.is_string() && is_pickled_module(item.second)) {
-        flatten_pickled_module(
-            item.second, prefix + item.first.as_string() + ".", out, depth + 1);
+        child(item.first.as_string(), item.second);
       }
     }
   }
 }
 
 /// `v` as a state dict: a dict of name -> tensor (an OrderedDict from
-/// `model.state_dict()` or a plain dict), or a whole pickled module. Empty
-/// when `v` is neither.
-inline bool as_state_dict(const PyValue& tagged, StateDict& out) {
+/// `model.state_dict()` or a plain dict), a whole pickled module or a
+/// TorchScript module. False (and `out` empty) when `v` is none of them.
+inline bool
+as_state_dict(const PyValue& tagged, StateDict& out, ReadBudget& budget) {
   const PyValue v = untagged(tagged);
   out.clear();
-  if (is_pickled_module(v)) {
-    flatten_pickled_module(v, "", out, 0);
+  if (is_pickled_module(v) || is_script_module(v)) {
+    std::string prefix;
+    flatten_module(v, prefix, out, budget);
     return !out.empty();
   }
   if (!v.is_dict() || v.size() == 0) {
     return false;
   }
+  budget.step("a state dict", v.size());
   for (const auto& item : v.as_dict()) {
     if (!item.first.is_string() || !item.second.is_tensor()) {
       out.clear();
       return false;
     }
-    out.emplace_back(item.first.as_string(), item.second.as_tensor());
+    add_tensor(
+        out, "", item.first.as_string(), item.second.as_tensor(), budget);
   }
   return true;
 }
@@ -207,7 +290,7 @@ inline bool as_state_dict(const PyValue& tagged, StateDict& out) {
 inline std::string describe_kind(const PyValue& tagged) {
   const PyValue v = untagged(tagged);
   if (v.is(PyKind::Object) || v.is(PyKind::Global)) {
-    return v.qualified_name() +
+    return clip(v.qualified_name()) +
         (v.is(PyKind::Object) ? " object" : " (a class or function)");
   }
   if (v.is_dict() && v.is_ordered_dict()) {
@@ -217,9 +300,10 @@ inline std::string describe_kind(const PyValue& tagged) {
 }
 
 /// The entries of a dict-like value: a dict's string-keyed pairs, or an
-/// object's attributes (its BUILD state).
+/// object's attributes (its BUILD state), charged to `budget`.
 inline std::vector<std::pair<std::string, PyValue>> named_children(
-    const PyValue& tagged) {
+    const PyValue& tagged,
+    ReadBudget& budget) {
   const PyValue v = untagged(tagged);
   std::vector<std::pair<std::string, PyValue>> out;
   PyValue dict = v;
@@ -229,8 +313,10 @@ inline std::vector<std::pair<std::string, PyValue>> named_children(
   if (!dict.is_dict()) {
     return out;
   }
+  budget.step("the checkpoint's entries", dict.size());
   for (const auto& item : dict.as_dict()) {
     if (item.first.is_string()) {
+      budget.spend(item.first.as_string().size() + 64, "entry names");
       out.emplace_back(item.first.as_string(), item.second);
     } else if (item.first.is(PyKind::Int)) {
       out.emplace_back(std::to_string(item.first.as_int()), item.second);
@@ -239,28 +325,90 @@ inline std::vector<std::pair<std::string, PyValue>> named_children(
   return out;
 }
 
-inline std::string entry_list(const PyValue& root) {
+/// Names joined by ", " for a message: at most `shown`, each clipped, then
+/// how many more there are.
+inline std::string some_names(
+    const std::vector<std::string>& names,
+    size_t shown = 12) {
   std::string out;
-  size_t shown = 0;
-  const auto children = named_children(root);
+  for (size_t i = 0; i < names.size() && i < shown; ++i) {
+    out += (i ? ", " : "") + clip(names[i], 240);
+  }
+  if (names.size() > shown) {
+    out += ", ... and " + std::to_string(names.size() - shown) + " more";
+  }
+  return out;
+}
+
+inline std::string entry_list(const PyValue& root, ReadBudget& budget) {
+  std::vector<std::string> shown;
+  const auto children = named_children(root, budget);
   for (const auto& item : children) {
-    if (shown == 12) {
-      out += ", ... and " + std::to_string(children.size() - shown) + " more";
+    if (shown.size() == 12) {
       break;
     }
-    out += (shown++ ? ", " : "") + ("'" + item.first + "' (") +
-        describe_kind(item.second) + ")";
+    shown.push_back(
+        "'" + clip(item.first, 120) + "' (" + describe_kind(item.second) + ")");
   }
-  return out.empty() ? "none" : out;
+  if (children.empty()) {
+    return "none";
+  }
+  std::string out = some_names(shown, 12);
+  if (children.size() > shown.size()) {
+    out +=
+        ", ... and " + std::to_string(children.size() - shown.size()) + " more";
+  }
+  return out;
 }
+
+/// The search for a state dict in a checkpoint's tree: each value is tried
+/// once, however many entries share it.
+class StateDictSearch {
+ public:
+  explicit StateDictSearch(ReadBudget& budget) : budget_(budget) {}
+
+  /// Whether `v` is a state dict; if so `out` holds it.
+  bool take(const PyValue& v, StateDict& out) {
+    const auto id = untagged(v).id();
+    const auto known = tried_.find(id);
+    if (known != tried_.end() && !known->second) {
+      return false;
+    }
+    const bool is = as_state_dict(v, out, budget_);
+    tried_[id] = is;
+    return is;
+  }
+  /// Whether `v` is a state dict, without keeping it.
+  bool is_state_dict(const PyValue& v) {
+    const auto id = untagged(v).id();
+    const auto known = tried_.find(id);
+    if (known != tried_.end()) {
+      return known->second;
+    }
+    StateDict scratch;
+    return take(v, scratch);
+  }
+  ReadBudget& budget() {
+    return budget_;
+  }
+
+ private:
+  ReadBudget& budget_;
+  std::unordered_map<const void*, bool> tried_;
+};
 
 /// Finds the state dict in a checkpoint tree. `entry` (keys joined by '/')
 /// names it; empty means: the file itself if it is one, else the first of
 /// `state_dict_keys()` that holds one (also one level further down, as in
 /// {"model": {"state_dict": ...}}), else the only dict of tensors among the
-/// entries. Returns the path taken.
-inline std::string
-find_state_dict(const PyValue& root, const std::string& entry, StateDict& out) {
+/// entries. Returns the path taken. Every value is looked at once, and the
+/// walk is charged to `budget`.
+inline std::string find_state_dict(
+    const PyValue& root,
+    const std::string& entry,
+    StateDict& out,
+    ReadBudget& budget) {
+  StateDictSearch search(budget);
   if (!entry.empty()) {
     PyValue at = root;
     std::string walked;
@@ -269,7 +417,7 @@ find_state_dict(const PyValue& root, const std::string& entry, StateDict& out) {
       const auto end = std::min(entry.find('/', start), entry.size());
       const std::string key = entry.substr(start, end - start);
       bool found = false;
-      for (const auto& item : named_children(at)) {
+      for (const auto& item : named_children(at, budget)) {
         if (item.first == key) {
           at = item.second;
           found = true;
@@ -279,107 +427,99 @@ find_state_dict(const PyValue& root, const std::string& entry, StateDict& out) {
       TORCH_CHECK(
           found,
           "no entry '",
-          key,
+          clip(key),
           "' in ",
-          walked.empty() ? "the file" : "'" + walked + "'",
+          walked.empty() ? "the file" : "'" + clip(walked) + "'",
           "; its entries: ",
-          entry_list(at));
+          entry_list(at, budget));
       walked += (walked.empty() ? "" : "/") + key;
       start = end + 1;
     }
     TORCH_CHECK(
-        as_state_dict(at, out),
+        search.take(at, out),
         "entry '",
-        entry,
+        clip(entry),
         "' is a ",
         describe_kind(at),
         ", not a dict of name -> tensor");
     return entry;
   }
 
-  if (as_state_dict(root, out)) {
+  if (search.take(root, out)) {
     return "";
   }
-  const auto children = named_children(root);
+  const auto children = named_children(root, budget);
   for (const auto& key : state_dict_keys()) {
     for (const auto& item : children) {
       if (item.first != key) {
         continue;
       }
-      if (as_state_dict(item.second, out)) {
+      if (search.take(item.second, out)) {
         return key;
       }
-      for (const auto& inner : named_children(item.second)) {
+      for (const auto& inner : named_children(item.second, budget)) {
         for (const auto& inner_key : state_dict_keys()) {
-          if (inner.first == inner_key && as_state_dict(inner.second, out)) {
+          if (inner.first == inner_key && search.take(inner.second, out)) {
             return key + "/" + inner_key;
           }
         }
       }
     }
   }
+  // The only dict of tensors among the entries (one value under several
+  // names counts once).
   std::vector<std::string> candidates;
-  StateDict first;
+  std::set<const void*> seen;
+  const PyValue* first = nullptr;
   for (const auto& item : children) {
-    StateDict found;
-    if (as_state_dict(item.second, found)) {
+    if (search.is_state_dict(item.second) &&
+        seen.insert(untagged(item.second).id()).second) {
       candidates.push_back(item.first);
-      if (candidates.size() == 1) {
-        first = std::move(found);
-      }
+      first = first ? first : &item.second;
     }
   }
   if (candidates.size() == 1) {
-    out = std::move(first);
+    search.take(*first, out);
     return candidates.front();
   }
   if (candidates.size() > 1) {
-    std::string names;
+    std::vector<std::string> quoted;
     for (const auto& c : candidates) {
-      names += (names.empty() ? "'" : ", '") + c + "'";
+      quoted.push_back("'" + clip(c, 120) + "'");
     }
     TORCH_CHECK(
         false,
         "several entries hold a state dict (",
-        names,
+        some_names(quoted),
         "); choose one with LoadOptions().entry(name)");
   }
-  std::string opaque;
+  std::vector<std::string> opaque;
   for (const auto& item : children) {
     if (item.second.is(PyKind::Object)) {
-      opaque += (opaque.empty() ? "" : ", ") + item.second.qualified_name();
+      opaque.push_back(clip(item.second.qualified_name(), 120));
     }
   }
   TORCH_CHECK(
       false,
       "found no state dict (a dict of name -> tensor) in this ",
       root.is_dict()                ? "dict"
-          : root.is(PyKind::Object) ? root.qualified_name() + " object"
+          : root.is(PyKind::Object) ? describe_kind(root)
                                     : std::string(root.kind_name()),
       "; its entries: ",
-      entry_list(root),
+      entry_list(root, budget),
       opaque.empty() ? ""
-                     : std::string("; objects of types not read (") + opaque +
+                     : "; objects of types not read (" + some_names(opaque, 6) +
               ") may hold tensors",
       ". Name the entry with LoadOptions().entry(\"name\") (nested: "
       "\"outer/inner\")");
 }
 
-/// The first bytes of a file, enough to tell the formats apart, and its
-/// size.
+/// `find_state_dict` with a budget of its own (for values read apart from
+/// a file).
 inline std::string
-file_head(const std::string& path, size_t n, uint64_t& size) {
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in, "cannot open it for reading");
-  in.seekg(0, std::ios::end);
-  const auto end = in.tellg();
-  TORCH_CHECK(end >= 0, "cannot read it (not a regular file?)");
-  size = static_cast<uint64_t>(end);
-  in.seekg(0, std::ios::beg);
-  std::string head(n, '\0');
-  in.read(&head[0], static_cast<std::streamsize>(n));
-  head.resize(static_cast<size_t>(in.gcount()));
-  return head;
+find_state_dict(const PyValue& root, const std::string& entry, StateDict& out) {
+  ReadBudget budget;
+  return find_state_dict(root, entry, out, budget);
 }
 
 /// A safetensors file starts with the little-endian length of its JSON
@@ -431,45 +571,52 @@ inline std::string guess_foreign(const std::string& head) {
          "legacy format, a safetensors file or a TorchScript archive";
 }
 
-/// Tells the format of the file at `path` by its content.
-inline CheckpointFormat detect_format(const std::string& path) {
-  uint64_t size = 0;
-  const std::string head = file_head(path, 64, size);
+/// Tells the format of the `size` bytes of a file at `data` by their
+/// content; a zip archive's directory is read (and checked) as the readers
+/// read it.
+inline CheckpointFormat detect_format(const char* data, size_t size) {
+  const std::string head(data, std::min<size_t>(size, 64));
   if (safetensors_signature(head, size)) {
     return CheckpointFormat::Safetensors;
   }
   if (looks_like_torch_legacy(head.data(), head.size())) {
     return CheckpointFormat::TorchSaveLegacy;
   }
-  if (head.size() >= 4 && std::memcmp(head.data(), "PK\x03\x04", 4) == 0) {
-    bool data = false;
+  if (has_zip_magic(data, size)) {
+    bool pickle = false;
     bool script = false;
     try {
-      caffe2::serialize::PyTorchStreamReader reader(path);
-      data = reader.hasRecord("data.pkl");
-      script = reader.hasRecord("constants.pkl");
-    } catch (const std::exception& e) {
+      ReadBudget budget(size);
+      const TorchArchive archive(data, size, budget);
+      pickle = archive.find("data.pkl") != nullptr;
+      script = archive.find("constants.pkl") != nullptr;
+    } catch (const c10::Error& e) {
       TORCH_CHECK(
           false,
           "a zip archive that cannot be read (truncated or damaged?): ",
-          e.what());
+          e.msg());
     }
-    if (script) {
-      return CheckpointFormat::TorchScript;
-    }
-    if (data) {
-      return CheckpointFormat::TorchSave;
+    if (pickle) {
+      return script ? CheckpointFormat::TorchScript
+                    : CheckpointFormat::TorchSave;
     }
   }
   TORCH_CHECK(false, guess_foreign(head));
 }
 
-/// The tensors of a safetensors file as views of the mapped file: nothing
-/// is copied until they are used. For a load that copies them into a model
-/// at once; a file truncated by someone else while they live would fault.
-inline SafetensorsFile map_safetensors(const std::string& path) {
-  check_little_endian_host();
+/// Tells the format of the file at `path` by its content.
+inline CheckpointFormat detect_format(const std::string& path) {
   const auto file = MappedFile::open(path);
+  return detect_format(file->data(), file->size());
+}
+
+/// The tensors of a mapped safetensors file as views of the mapping:
+/// nothing is copied until they are used. For a load that copies them into
+/// a model at once; a file truncated by someone else while they live would
+/// fault.
+inline SafetensorsFile map_safetensors(
+    const std::shared_ptr<const MappedFile>& file) {
+  check_little_endian_host();
   const uint64_t n = safetensors_header_length(file->data(), file->size());
   const uint64_t data_start = kSafetensorsLengthBytes + n;
   const auto header = parse_safetensors_header(
@@ -492,35 +639,41 @@ inline SafetensorsFile map_safetensors(const std::string& path) {
   return out;
 }
 
-inline StateDict read_torchscript(const std::string& path) {
-  auto module = torch::jit::load(path, torch::Device(torch::kCPU));
-  StateDict out;
-  for (const auto& p : module.named_parameters()) {
-    out.emplace_back(p.name, p.value);
-  }
-  for (const auto& b : module.named_buffers()) {
-    out.emplace_back(b.name, b.value);
-  }
-  return out;
-}
-
+/// Runs `f`, making any error name the file at `path`. Messages are
+/// bounded: whatever a file holds, an error about it stays short.
 template <class F>
 auto naming_path(const std::string& path, F&& f) -> decltype(f()) {
+  constexpr size_t kMaxMessage = 4000;
+  const auto bounded = [&](std::string msg) {
+    if (msg.size() > kMaxMessage) {
+      msg.resize(kMaxMessage);
+      msg += "...";
+    }
+    return msg;
+  };
   try {
     return f();
   } catch (const c10::Error& e) {
     const std::string msg = e.msg();
     // Errors of the library's own readers may name the file already.
     TORCH_CHECK(
-        msg.find("'" + path + "'") != std::string::npos,
+        msg.find("'" + path + "'") != std::string::npos &&
+            msg.size() <= kMaxMessage,
         "resnet: cannot read checkpoint '",
         path,
         "': ",
-        msg);
+        bounded(msg));
     throw;
+  } catch (const std::bad_alloc&) {
+    TORCH_CHECK(
+        false, "resnet: cannot read checkpoint '", path, "': out of memory");
   } catch (const std::exception& e) {
     TORCH_CHECK(
-        false, "resnet: cannot read checkpoint '", path, "': ", e.what());
+        false,
+        "resnet: cannot read checkpoint '",
+        path,
+        "': ",
+        bounded(e.what()));
   }
 }
 
@@ -535,55 +688,107 @@ inline CheckpointEntry tensor_entry(
   return e;
 }
 
-/// Appends the leaves of `v` under `path`: tensors, the tensors of a
-/// pickled module, the entries of dicts and of objects that hold tensors,
-/// and everything else as one entry.
-inline void list_entries(
-    const PyValue& tagged,
-    const std::string& path,
-    std::vector<CheckpointEntry>& out,
-    int depth) {
-  const PyValue v = untagged(tagged);
-  const auto join = [&](const std::string& name) {
-    return path.empty() ? name : path + "/" + name;
-  };
-  if (v.is_tensor()) {
-    out.push_back(tensor_entry(path, v.as_tensor()));
-    return;
-  }
-  if (is_pickled_module(v)) {
-    StateDict flat;
-    flatten_pickled_module(v, "", flat, 0);
-    for (const auto& item : flat) {
-      out.push_back(tensor_entry(join(item.first), item.second));
-    }
-    return;
-  }
-  const auto children = named_children(v);
-  if (depth < 16 && !children.empty()) {
-    std::vector<CheckpointEntry> inner;
-    for (const auto& item : children) {
-      list_entries(item.second, join(item.first), inner, depth + 1);
-    }
-    bool any_tensor = false;
-    for (const auto& e : inner) {
-      any_tensor = any_tensor || e.kind == "tensor";
-    }
-    if (any_tensor || v.is_dict()) {
-      out.insert(out.end(), inner.begin(), inner.end());
+/// The listing of a checkpoint's tree for `inspect_checkpoint`: every value
+/// is expanded once; a dict or object met again is one entry that names
+/// where it was first listed.
+class EntryLister {
+ public:
+  EntryLister(std::vector<CheckpointEntry>& out, ReadBudget& budget)
+      : out_(out), budget_(budget) {}
+
+  /// Appends the leaves of `v` under `path`: tensors, the tensors of a
+  /// pickled or TorchScript module, the entries of dicts and of objects
+  /// that hold tensors, and everything else as one entry.
+  void list(const PyValue& tagged, const std::string& path, int depth = 0) {
+    const PyValue v = untagged(tagged);
+    budget_.step("the checkpoint's entries");
+    const auto join = [&](const std::string& name) {
+      budget_.spend(path.size() + name.size() + 1, "entry paths");
+      return path.empty() ? name : joined(path, "/", name);
+    };
+    if (v.is_tensor()) {
+      add(tensor_entry(path, v.as_tensor()));
       return;
     }
+    const bool container = v.is_dict() || v.is(PyKind::Object);
+    if (container) {
+      const auto first = listed_.emplace(v.id(), path);
+      if (!first.second) {
+        CheckpointEntry e;
+        e.path = path;
+        e.kind = describe_kind(v);
+        e.value = "the same object as '" +
+            clip(first.first->second.empty() ? "(file)" : first.first->second) +
+            "'";
+        add(std::move(e));
+        return;
+      }
+    }
+    if (is_pickled_module(v) || is_script_module(v)) {
+      StateDict flat;
+      std::string prefix;
+      flatten_module(v, prefix, flat, budget_);
+      for (const auto& item : flat) {
+        add(tensor_entry(join(item.first), item.second));
+      }
+      return;
+    }
+    const auto children = named_children(v, budget_);
+    if (depth < 16 && !children.empty()) {
+      const size_t before = out_.size();
+      for (const auto& item : children) {
+        list(item.second, join(item.first), depth + 1);
+      }
+      bool any_tensor = false;
+      for (size_t i = before; i < out_.size(); ++i) {
+        any_tensor = any_tensor || out_[i].kind == "tensor";
+      }
+      if (any_tensor || v.is_dict()) {
+        return;
+      }
+      out_.resize(before);
+    }
+    CheckpointEntry e;
+    e.path = path;
+    e.kind = describe_kind(v);
+    e.value = v.repr(80);
+    add(std::move(e));
   }
-  CheckpointEntry e;
-  e.path = path;
-  e.kind = describe_kind(v);
-  e.value = v.repr(80);
-  out.push_back(std::move(e));
-}
 
-} // namespace detail
+ private:
+  void add(CheckpointEntry e) {
+    budget_.spend(
+        sizeof(CheckpointEntry) + e.path.size() + e.kind.size() +
+            e.value.size() + e.dtype.size() + 8 * e.shape.size(),
+        "the listing");
+    out_.push_back(std::move(e));
+  }
 
-namespace detail {
+  std::vector<CheckpointEntry>& out_;
+  ReadBudget& budget_;
+  std::unordered_map<const void*, std::string> listed_;
+};
+
+/// A checkpoint file mapped once and read by the one reader its format
+/// has, within a budget for its size.
+struct OpenedCheckpoint {
+  explicit OpenedCheckpoint(const std::string& path)
+      : file(MappedFile::open(path)),
+        budget(file->size()),
+        format(detect_format(file->data(), file->size())) {}
+
+  /// The root object of a torch.save file or TorchScript archive; with
+  /// `views`, its tensors may view the mapped file (for loads that copy
+  /// them at once).
+  PyValue root(bool views) {
+    return read_torch_save(
+        file->data(), file->size(), budget, views ? file : nullptr);
+  }
+
+  std::shared_ptr<const MappedFile> file;
+  ReadBudget budget;
+  CheckpointFormat format;
+};
 
 /// `read_state_dict`; with `mapped`, tensors may view the mapped file
 /// instead of owning copies (for loads that copy them at once).
@@ -592,31 +797,31 @@ inline StateDict read_state_dict(
     const std::string& entry,
     bool mapped) {
   return naming_path(path, [&] {
-    switch (detect_format(path)) {
-      case CheckpointFormat::Safetensors: {
+    OpenedCheckpoint file(path);
+    switch (file.format) {
+      case CheckpointFormat::Safetensors:
         TORCH_CHECK(
             entry.empty(),
             "a safetensors file holds one flat dict of tensors; it has no "
             "entry '",
-            entry,
+            clip(entry),
             "'");
-        return mapped ? map_safetensors(path).tensors
-                      : read_safetensors(path).tensors;
-      }
+        return mapped ? map_safetensors(file.file).tensors
+                      : read_safetensors_or_throw(path).tensors;
       case CheckpointFormat::TorchScript:
         TORCH_CHECK(
             entry.empty(),
             "a TorchScript archive has no entry '",
-            entry,
-            "'; its parameters are read as they are");
-        return read_torchscript(path);
+            clip(entry),
+            "'; its parameters and buffers are read as they are");
+        break;
       case CheckpointFormat::TorchSave:
       case CheckpointFormat::TorchSaveLegacy:
         break;
     }
-    const auto root = read_torch_save(path, mapped);
+    const auto root = file.root(mapped);
     StateDict out;
-    find_state_dict(root, entry, out);
+    find_state_dict(root, entry, out, file.budget);
     return out;
   });
 }
@@ -625,13 +830,17 @@ inline StateDict read_state_dict(
 
 /// The named tensors of the checkpoint at `path`, on the CPU. The format is
 /// told by the content: torch.save's zip archive or legacy format,
-/// safetensors, or a TorchScript archive. In torch.save files the state dict
-/// is the file itself or, in a training checkpoint, the entry `entry` names
-/// (keys joined by '/'), or by default the first of "state_dict",
-/// "model_state_dict", "model", "net", "network", "module", ..., "model_ema",
-/// "ema" that holds one. Nothing in the file is executed: objects of other
-/// types (argparse.Namespace, optimizer state, NumPy values) are skipped.
-/// Any problem raises a `c10::Error` naming the path and what was wrong.
+/// safetensors, or a TorchScript archive (its parameters and buffers, read
+/// from its pickled modules; the code it carries is never run). In
+/// torch.save files the state dict is the file itself or, in a training
+/// checkpoint, the entry `entry` names (keys joined by '/'), or by default
+/// the first of "state_dict", "model_state_dict", "model", "net", "network",
+/// "module", ..., "model_ema", "ema" that holds one. Nothing in the file is
+/// executed: objects of other types (argparse.Namespace, optimizer state,
+/// NumPy values) are skipped. Only regular files are read, and a read takes
+/// time and memory in proportion to the file (see the README's
+/// reliability section). Any problem raises a `c10::Error` naming the path
+/// and what was wrong.
 inline StateDict read_state_dict(
     const std::string& path,
     const std::string& entry = "") {
@@ -640,34 +849,28 @@ inline StateDict read_state_dict(
 
 /// What the checkpoint at `path` holds: its format, every tensor (path,
 /// dtype, shape) and every other entry (epoch, arguments, ...), and which
-/// entry `read_state_dict` would take. Raises a `c10::Error` naming the path
-/// only when the file cannot be read at all.
+/// entry `read_state_dict` would take. A dict or object that several
+/// entries share is listed once, and named where it appears again. Raises
+/// a `c10::Error` naming the path only when the file cannot be read at all.
 inline CheckpointInfo inspect_checkpoint(const std::string& path) {
   return detail::naming_path(path, [&] {
+    detail::OpenedCheckpoint file(path);
     CheckpointInfo info;
-    info.format = detail::detect_format(path);
+    info.format = file.format;
     if (info.format == CheckpointFormat::Safetensors) {
-      const auto file = detail::map_safetensors(path);
-      info.metadata = file.metadata;
-      for (const auto& item : file.tensors) {
+      const auto st = detail::map_safetensors(file.file);
+      info.metadata = st.metadata;
+      for (const auto& item : st.tensors) {
         info.entries.push_back(detail::tensor_entry(item.first, item.second));
       }
-      info.state_tensors = file.tensors.size();
+      info.state_tensors = st.tensors.size();
       return info;
     }
-    if (info.format == CheckpointFormat::TorchScript) {
-      const auto state = detail::read_torchscript(path);
-      for (const auto& item : state) {
-        info.entries.push_back(detail::tensor_entry(item.first, item.second));
-      }
-      info.state_tensors = state.size();
-      return info;
-    }
-    const auto root = detail::read_torch_save(path);
-    detail::list_entries(root, "", info.entries, 0);
+    const auto root = file.root(/*views=*/true);
+    detail::EntryLister(info.entries, file.budget).list(root, "");
     StateDict state;
     try {
-      info.state_entry = detail::find_state_dict(root, "", state);
+      info.state_entry = detail::find_state_dict(root, "", state, file.budget);
       info.state_tensors = state.size();
     } catch (const c10::Error& e) {
       info.state_error = e.msg();

@@ -34,6 +34,7 @@
 #include <torch/nn/options/batchnorm.h>
 #include <torch/types.h>
 #include <torch/utils.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -94,6 +95,12 @@ constexpr bool nccl_available() {
 /// a dead peer does not hang the rest for good.
 inline constexpr std::chrono::milliseconds default_timeout{
     std::chrono::minutes(5)};
+
+/// How long a process waits for the first answer of a store the launcher
+/// serves (torchrun 2.x's agent), which is up before any process starts: a
+/// store that does not answer in this time speaks another protocol.
+inline constexpr std::chrono::milliseconds agent_store_probe{
+    std::chrono::seconds(10)};
 
 /// Bytes of gradients reduced by one collective (PyTorch DDP's default).
 inline constexpr int64_t default_bucket_bytes = 25 * 1024 * 1024;
@@ -320,18 +327,25 @@ class Group {
       return;
     }
 #if defined(RESNET_WITH_C10D) && RESNET_WITH_C10D
+    c10d::TCPStoreOptions store_options;
+    store_options.port = static_cast<std::uint16_t>(env_.master_port);
+    store_options.isServer = env_.rank == 0 && !env_.agent_store;
+    store_options.numWorkers = static_cast<std::size_t>(env_.world_size);
+    // Every process checks in; rank 0's store waits for all of them.
+    store_options.waitWorkers = !env_.agent_store;
+    store_options.timeout = timeout_;
+    // A launcher's store is checked first, with errors of its own.
+    c10::intrusive_ptr<c10d::Store> tcp;
+    if (env_.agent_store) {
+      tcp = launcher_store(store_options);
+    }
     try {
-      c10d::TCPStoreOptions store_options;
-      store_options.port = static_cast<std::uint16_t>(env_.master_port);
-      store_options.isServer = env_.rank == 0 && !env_.agent_store;
-      store_options.numWorkers = static_cast<std::size_t>(env_.world_size);
-      // Every process checks in; rank 0's store waits for all of them.
-      store_options.waitWorkers = !env_.agent_store;
-      store_options.timeout = timeout_;
+      if (!tcp) {
+        tcp = c10::make_intrusive<c10d::TCPStore>(
+            env_.master_addr, store_options);
+      }
       // Our keys apart from a launcher's own in a store it serves.
-      store_ = c10::make_intrusive<c10d::PrefixStore>(
-          "resnet",
-          c10::make_intrusive<c10d::TCPStore>(env_.master_addr, store_options));
+      store_ = c10::make_intrusive<c10d::PrefixStore>("resnet", tcp);
       connect("main");
     } catch (const std::exception& e) {
       could_not(
@@ -574,6 +588,47 @@ class Group {
 #endif
     (void)t;
     return *group_;
+  }
+
+  // The store the launcher serves (torchrun 2.x's agent), checked with one
+  // round trip of at most agent_store_probe: a store that speaks another
+  // protocol (torchrun 2.x's, to a program built against LibTorch 1.x)
+  // never answers, and every rank would wait the whole timeout before
+  // failing; this fails at once, with the remedy.
+  c10::intrusive_ptr<c10d::Store> launcher_store(
+      c10d::TCPStoreOptions options) const {
+    options.timeout = std::min(timeout_, agent_store_probe);
+    c10::intrusive_ptr<c10d::TCPStore> store;
+    try {
+      store = c10::make_intrusive<c10d::TCPStore>(env_.master_addr, options);
+      // A set and a get of the same key: LibTorch 1.x's client waits for
+      // the answer to a get at most the store's timeout (it would wait
+      // for ever for an add's).
+      const std::string probe = "resnet/probe/" + std::to_string(env_.rank);
+      store->set(probe, std::vector<uint8_t>{1});
+      store->get(probe);
+    } catch (const std::exception& e) {
+      TORCH_CHECK(
+          false,
+          "resnet: rank ",
+          env_.rank,
+          " got no answer within ",
+          options.timeout.count(),
+          " ms from the launcher's store at ",
+          env_.master_addr,
+          ":",
+          env_.master_port,
+          " (TORCHELASTIC_USE_AGENT_STORE=True): it is not there, or its "
+          "protocol is not the one of this program's LibTorch " TORCH_VERSION
+          " (torchrun 2.x serves a store LibTorch 1.x cannot talk to). Start "
+          "the program with examples/launch.sh, which works with every "
+          "LibTorch, or build it against the LibTorch of the torchrun you "
+          "use (",
+          error_message(e),
+          ")");
+    }
+    store->setTimeout(timeout_);
+    return store;
   }
 
   // Throws: this process could not `what` (join, open a channel) in time.

@@ -3,12 +3,12 @@
 // Named tensors and the file primitives the weight readers and writers share:
 // reading a whole file, and writing one atomically.
 
+#include <resnet/detail/file.h>
+
 #include <c10/util/Exception.h>
 #include <torch/types.h>
 
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <utility>
 #include <vector>
@@ -107,22 +107,14 @@ void write_file_atomically(const std::string& path, const Bytes& bytes) {
 
 namespace detail {
 
-/// The whole file at `path`; a `c10::Error` naming it if it cannot be read.
+/// The whole regular file at `path`; a `c10::Error` naming it if it cannot
+/// be read (or is a FIFO, a device, a directory).
 inline std::vector<char> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in, "resnet: cannot open '", path, "' for reading");
-  in.seekg(0, std::ios::end);
-  const auto end = in.tellg();
-  TORCH_CHECK(end >= 0, "resnet: cannot read '", path, "'");
-  in.seekg(0, std::ios::beg);
-  std::vector<char> bytes(static_cast<size_t>(end));
-  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  TORCH_CHECK(
-      in.gcount() == static_cast<std::streamsize>(bytes.size()),
-      "resnet: error while reading '",
-      path,
-      "'");
-  return bytes;
+  try {
+    return ReadableFile(path).read_all();
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "resnet: cannot read '", path, "': ", e.msg());
+  }
 }
 
 } // namespace detail

@@ -4,6 +4,7 @@
 // tensors): what safetensors.torch.save_file writes, read_safetensors reads,
 // and what save_safetensors writes, safetensors.torch.load_file reads.
 
+#include <resnet/detail/file.h>
 #include <resnet/detail/safetensors_format.h>
 #include <resnet/io.h>
 
@@ -14,21 +15,15 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
-#include <fstream>
 #include <map>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
-#if defined(__unix__) || defined(__APPLE__)
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#include <cerrno>
-#endif
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 namespace resnet {
@@ -42,87 +37,6 @@ struct SafetensorsFile {
 };
 
 namespace detail {
-
-/// A file read at given offsets (pread where there is one).
-class OffsetReader {
- public:
-  explicit OffsetReader(const std::string& path) {
-#if defined(__unix__) || defined(__APPLE__)
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    TORCH_CHECK(fd_ >= 0, "cannot open it: ", std::strerror(errno));
-    struct stat st {};
-    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd_);
-      TORCH_CHECK(false, "it is not a regular file");
-    }
-    size_ = static_cast<uint64_t>(st.st_size);
-#else
-    in_.open(path, std::ios::binary);
-    TORCH_CHECK(in_, "cannot open it");
-    in_.seekg(0, std::ios::end);
-    const auto end = in_.tellg();
-    TORCH_CHECK(end >= 0, "cannot find its size");
-    size_ = static_cast<uint64_t>(end);
-#endif
-  }
-  OffsetReader(const OffsetReader&) = delete;
-  OffsetReader& operator=(const OffsetReader&) = delete;
-  ~OffsetReader() {
-#if defined(__unix__) || defined(__APPLE__)
-    ::close(fd_);
-#endif
-  }
-
-  uint64_t size() const {
-    return size_;
-  }
-
-  /// Reads `n` bytes at `offset` into `out`.
-  void read(uint64_t offset, char* out, uint64_t n) {
-#if defined(__unix__) || defined(__APPLE__)
-    constexpr uint64_t kChunk = uint64_t{1} << 30;
-    while (n > 0) {
-      const auto got = ::pread(
-          fd_,
-          out,
-          static_cast<size_t>(std::min(n, kChunk)),
-          static_cast<off_t>(offset));
-      if (got < 0 && errno == EINTR) {
-        continue;
-      }
-      TORCH_CHECK(
-          got > 0,
-          "reading ",
-          n,
-          " bytes at offset ",
-          offset,
-          " failed: ",
-          got < 0 ? std::strerror(errno) : "the file ended early");
-      out += got;
-      offset += static_cast<uint64_t>(got);
-      n -= static_cast<uint64_t>(got);
-    }
-#else
-    in_.seekg(static_cast<std::streamoff>(offset));
-    in_.read(out, static_cast<std::streamsize>(n));
-    TORCH_CHECK(
-        in_.gcount() == static_cast<std::streamsize>(n),
-        "reading ",
-        n,
-        " bytes at offset ",
-        offset,
-        " failed");
-#endif
-  }
-
- private:
-#if defined(__unix__) || defined(__APPLE__)
-  int fd_ = -1;
-#else
-  std::ifstream in_;
-#endif
-  uint64_t size_ = 0;
-};
 
 /// An empty CPU tensor for `entry`, to be filled with its bytes. Large ones
 /// have their pages mapped in one call (Linux 5.14+; a hint, ignored where
@@ -152,7 +66,7 @@ inline torch::Tensor empty_for(const SafetensorsEntry& entry) {
 /// Reads the file at `path`, raising a `c10::Error` without the path.
 inline SafetensorsFile read_safetensors_or_throw(const std::string& path) {
   check_little_endian_host();
-  OffsetReader file(path);
+  ReadableFile file(path);
   char first8[kSafetensorsLengthBytes] = {};
   TORCH_CHECK(
       file.size() >= kSafetensorsLengthBytes,

@@ -106,18 +106,6 @@ struct LoadReport {
 
 namespace detail {
 
-inline std::string join_names(const std::vector<std::string>& names) {
-  constexpr size_t kShown = 12;
-  std::string out;
-  for (size_t i = 0; i < names.size() && i < kShown; ++i) {
-    out += (i ? ", " : "") + names[i];
-  }
-  if (names.size() > kShown) {
-    out += ", ... and " + std::to_string(names.size() - kShown) + " more";
-  }
-  return out;
-}
-
 inline bool starts_with_any(
     const std::string& name,
     const std::vector<std::string>& prefixes) {
@@ -231,20 +219,20 @@ inline LoadReport load_state_dict(
         " into the model (nothing was changed):";
     if (!missing.empty()) {
       msg += "\n  missing in the checkpoint (" +
-          std::to_string(missing.size()) + "): " + detail::join_names(missing);
+          std::to_string(missing.size()) + "): " + detail::some_names(missing);
     }
     if (!unexpected.empty()) {
       msg += "\n  not in the model (" + std::to_string(unexpected.size()) +
-          "): " + detail::join_names(unexpected);
+          "): " + detail::some_names(unexpected);
     }
     if (!wrong.empty()) {
       msg += "\n  mismatched (" + std::to_string(wrong.size()) +
-          "): " + detail::join_names(wrong);
+          "): " + detail::some_names(wrong);
     }
     if (!duplicated.empty()) {
       msg += "\n  given twice after renaming (" +
           std::to_string(duplicated.size()) +
-          "): " + detail::join_names(duplicated);
+          "): " + detail::some_names(duplicated);
     }
     TORCH_CHECK(false, msg);
   }

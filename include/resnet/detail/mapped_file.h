@@ -5,6 +5,8 @@
 // into its destination (a model's parameters) without an intermediate
 // buffer.
 
+#include <resnet/detail/file.h>
+
 #include <c10/util/Exception.h>
 #include <torch/types.h>
 
@@ -16,13 +18,9 @@
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #define RESNET_HAS_MMAP 1
 #else
-#include <fstream>
 #define RESNET_HAS_MMAP 0
 #endif
 
@@ -86,38 +84,24 @@ class MappedFile {
 
  private:
   explicit MappedFile(const std::string& path) {
+    ReadableFile file(path);
+    size_ = static_cast<size_t>(file.size());
 #if RESNET_HAS_MMAP
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    TORCH_CHECK(fd >= 0, "cannot open it: ", std::strerror(errno));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      TORCH_CHECK(false, "it is not a regular file");
-    }
-    size_ = static_cast<size_t>(st.st_size);
     if (size_ > 0) {
-      void* p =
-          ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-      const int err = errno;
-      ::close(fd);
+      void* p = ::mmap(
+          nullptr,
+          size_,
+          PROT_READ | PROT_WRITE,
+          MAP_PRIVATE,
+          file.descriptor(),
+          0);
       TORCH_CHECK(
-          p != MAP_FAILED, "cannot map it into memory: ", std::strerror(err));
+          p != MAP_FAILED, "cannot map it into memory: ", std::strerror(errno));
       data_ = p;
-    } else {
-      ::close(fd);
     }
 #else
-    std::ifstream in(path, std::ios::binary);
-    TORCH_CHECK(in, "cannot open it");
-    in.seekg(0, std::ios::end);
-    const auto end = in.tellg();
-    TORCH_CHECK(end >= 0, "cannot read it");
-    in.seekg(0, std::ios::beg);
-    bytes_.resize(static_cast<size_t>(end));
-    in.read(bytes_.data(), static_cast<std::streamsize>(bytes_.size()));
-    TORCH_CHECK(in.gcount() == end, "cannot read it");
+    bytes_ = file.read_all();
     data_ = bytes_.data();
-    size_ = bytes_.size();
 #endif
   }
 

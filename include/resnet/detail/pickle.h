@@ -7,8 +7,11 @@
 // arguments and the state, unless it is one of a few data constructors
 // (OrderedDict, set, bytes through _codecs.encode, ...) or the caller's hook
 // builds it (tensors). Every length, index and size is checked against the
-// input and against fixed limits; any problem is a c10::Error saying what was
-// wrong.
+// input and against fixed limits, and everything the tree takes is charged
+// to the read's budget (see read_budget.h); any problem is a c10::Error
+// saying what was wrong.
+
+#include <resnet/detail/read_budget.h>
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
@@ -96,25 +99,13 @@ struct PyStorage {
   int64_t nbytes = 0;
 };
 
-/// One value of an unpickled tree. Owned by the arena of its pickle.
-struct PyNode {
-  PyKind kind = PyKind::None;
-  /// Bool: the value. Dict: an OrderedDict. Set: a frozenset. Bytes: a
-  /// bytearray.
-  bool flag = false;
-  /// Used while checking the tree: 0 unvisited, 1 on the path, 2 done.
-  uint8_t color = 0;
-  uint32_t height = 0;
-  int64_t i = 0;
-  double f = 0;
-  /// String and Bytes: the bytes (UTF-8 for str). BigInt: little-endian
-  /// two's complement. Global and Object: the module.
-  std::string s;
+struct PyNode;
+
+/// What only some values have, kept apart so that the many that do not
+/// (numbers, strings, plain containers) stay small.
+struct PyExtra {
   /// Global and Object: the name within the module.
   std::string name;
-  /// List, Tuple, Set: the elements. Dict: keys and values alternating.
-  /// Object: the items set on it (SETITEMS), alternating like a dict.
-  std::vector<PyNode*> items;
   /// Object: the arguments (a tuple), the keyword arguments (NEWOBJ_EX),
   /// the callable when it is not a global. Object and Dict: the BUILD state.
   PyNode* args = nullptr;
@@ -127,7 +118,37 @@ struct PyNode {
   std::unique_ptr<at::Tensor> tensor;
   std::unique_ptr<PyStorage> storage;
   /// Dict: position of each str/int/bool/None key among the pairs.
-  std::unique_ptr<std::unordered_map<std::string, size_t>> index;
+  std::unordered_map<std::string, size_t> index;
+};
+
+/// One value of an unpickled tree. Owned by the arena of its pickle.
+struct PyNode {
+  PyKind kind = PyKind::None;
+  /// Bool: the value. Dict: an OrderedDict. Set: a frozenset. Bytes: a
+  /// bytearray.
+  bool flag = false;
+  /// Used while checking the tree: 0 unvisited, 1 on the path, 2 done.
+  uint8_t color = 0;
+  uint32_t height = 0;
+  /// Int: the value; Float: the value.
+  union {
+    int64_t i = 0;
+    double f;
+  };
+  /// String and Bytes: the bytes (UTF-8 for str). BigInt: little-endian
+  /// two's complement. Global and Object: the module.
+  std::string s;
+  /// List, Tuple, Set: the elements. Dict: keys and values alternating.
+  /// Object: the items set on it (SETITEMS), alternating like a dict.
+  std::vector<PyNode*> items;
+  /// The rest, for the values that have any.
+  std::unique_ptr<PyExtra> extra;
+
+  /// The extra parts, or an empty set of them.
+  const PyExtra& more() const {
+    static const PyExtra none;
+    return extra ? *extra : none;
+  }
 };
 
 /// The nodes of one pickle; values keep it alive.
@@ -175,6 +196,11 @@ class PyValue {
   bool same(const PyValue& other) const {
     return node_.get() == other.node_.get();
   }
+  /// The identity of the value within its tree, for memoizing walks (equal
+  /// for `same` values).
+  const void* id() const {
+    return node_.get();
+  }
 
   bool as_bool() const {
     expect(PyKind::Bool);
@@ -211,11 +237,11 @@ class PyValue {
   }
   const at::Tensor& as_tensor() const {
     expect(PyKind::Tensor);
-    return *node_->tensor;
+    return *node_->more().tensor;
   }
   const PyStorage& as_storage() const {
     expect(PyKind::Storage);
-    return *node_->storage;
+    return *node_->more().storage;
   }
 
   /// Number of elements of a list, tuple or set, or of pairs of a dict.
@@ -268,22 +294,23 @@ class PyValue {
   }
   const std::string& name() const {
     expect_named();
-    return node_->name;
+    return node_->more().name;
   }
   std::string qualified_name() const {
     expect_named();
-    return node_->s.empty() ? node_->name : node_->s + "." + node_->name;
+    return node_->s.empty() ? node_->more().name
+                            : node_->s + "." + node_->more().name;
   }
   /// Object: the arguments it was called with (a tuple; None if it was
   /// not called, e.g. BUILD on a global).
   PyValue args() const {
     expect(PyKind::Object);
-    return child(node_->args);
+    return child(node_->more().args);
   }
   /// Object: keyword arguments (NEWOBJ_EX), None otherwise.
   PyValue kwargs() const {
     expect(PyKind::Object);
-    return child(node_->kwargs);
+    return child(node_->more().kwargs);
   }
   /// Object or Dict: the state BUILD gave it (an OrderedDict's
   /// `{'_metadata': ...}`), None if none.
@@ -292,7 +319,7 @@ class PyValue {
         is(PyKind::Object) || is_dict(),
         "expected an object or dict, got ",
         kind_name());
-    return child(node_->state);
+    return child(node_->more().state);
   }
   /// Object: items set on it (a dict subclass), in order.
   std::vector<std::pair<PyValue, PyValue>> object_items() const {
@@ -302,7 +329,7 @@ class PyValue {
   /// Object: elements appended to it (a list subclass); None if none.
   PyValue object_appended() const {
     expect(PyKind::Object);
-    return child(node_->appended);
+    return child(node_->more().appended);
   }
 
   /// A short Python-like rendering, at most about `max_chars` long.
@@ -348,11 +375,9 @@ class PyValue {
     return out;
   }
   const size_t* find(const std::string& key) const {
-    if (!node_->index) {
-      return nullptr;
-    }
-    const auto it = node_->index->find("s" + key);
-    return it == node_->index->end() ? nullptr : &it->second;
+    const auto& index = node_->more().index;
+    const auto it = index.find("s" + key);
+    return it == index.end() ? nullptr : &it->second;
   }
   void expect(PyKind k) const {
     TORCH_CHECK(
@@ -475,26 +500,26 @@ class PyValue {
         out += n->flag ? ")" : "";
         break;
       case PyKind::Global:
-        out += n->s + "." + n->name;
+        out += n->s + "." + n->more().name;
         break;
       case PyKind::Object:
-        out += "<" + (n->s.empty() ? "" : n->s + ".") + n->name;
-        if (n->args) {
-          render(n->args, out, budget);
+        out += "<" + (n->s.empty() ? "" : n->s + ".") + n->more().name;
+        if (n->more().args) {
+          render(n->more().args, out, budget);
         }
         out += ">";
         break;
       case PyKind::Storage: {
         std::ostringstream s;
-        s << "<storage " << n->storage->dtype << " of " << n->storage->nbytes
-          << " bytes>";
+        s << "<storage " << n->more().storage->dtype << " of "
+          << n->more().storage->nbytes << " bytes>";
         out += s.str();
         break;
       }
       case PyKind::Tensor: {
         std::ostringstream s;
-        s << "tensor(" << n->tensor->scalar_type() << ", " << n->tensor->sizes()
-          << ")";
+        s << "tensor(" << n->more().tensor->scalar_type() << ", "
+          << n->more().tensor->sizes() << ")";
         out += s.str();
         break;
       }
@@ -529,17 +554,22 @@ class Unpickler {
   using CallHook = std::function<
       std::optional<PyValue>(Unpickler&, const PyValue&, const PyValue&)>;
 
+  /// Reads the `size` bytes at `data`, charging what the values take to
+  /// `budget` (by default a budget of its own for input of this size).
   Unpickler(
       const char* data,
       size_t size,
       PersistentLoad persistent_load = nullptr,
       CallHook call_hook = nullptr,
-      PickleLimits limits = {})
+      PickleLimits limits = {},
+      ReadBudget* budget = nullptr)
       : data_(data),
         size_(size),
         persistent_load_(std::move(persistent_load)),
         call_hook_(std::move(call_hook)),
         limits_(limits),
+        own_budget_(budget ? nullptr : std::make_unique<ReadBudget>(size)),
+        budget_(budget ? budget : own_budget_.get()),
         arena_(std::make_shared<PyArena>()) {}
 
   /// Runs the pickle up to its STOP and returns the value it made.
@@ -564,16 +594,23 @@ class Unpickler {
     return pos_;
   }
 
+  /// The budget the values are charged to, for hooks.
+  ReadBudget& budget() {
+    return *budget_;
+  }
+
   /// A value holding `tensor`, for hooks.
   PyValue make_tensor(at::Tensor tensor) {
+    charge(kTensorBytes, "tensors");
     PyNode* n = make(PyKind::Tensor);
-    n->tensor = std::make_unique<at::Tensor>(std::move(tensor));
+    extra(n).tensor = std::make_unique<at::Tensor>(std::move(tensor));
     return value(n);
   }
   /// A value holding `storage`, for persistent_load.
   PyValue make_storage(PyStorage storage) {
+    charge(sizeof(PyStorage) + 64, "storages");
     PyNode* n = make(PyKind::Storage);
-    n->storage = std::make_unique<PyStorage>(std::move(storage));
+    extra(n).storage = std::make_unique<PyStorage>(std::move(storage));
     return value(n);
   }
 
@@ -619,12 +656,27 @@ class Unpickler {
   }
 
   // ---- values ------------------------------------------------------------
+  // What a tensor's metadata takes (TensorImpl, sizes, strides).
+  static constexpr uint64_t kTensorBytes = 512;
+  void charge(uint64_t bytes, const char* what) {
+    budget_->spend(bytes, what);
+  }
+  // The extra parts of `n`, made (and charged) on first use.
+  PyExtra& extra(PyNode* n) {
+    if (!n->extra) {
+      charge(sizeof(PyExtra) + 16, "pickled objects");
+      n->extra = std::make_unique<PyExtra>();
+    }
+    return *n->extra;
+  }
   PyNode* make(PyKind kind) {
     TORCH_CHECK(
         arena_->nodes.size() < limits_.max_nodes,
         "pickle: more than ",
         limits_.max_nodes,
         " values");
+    // The node, its share of the arena's blocks and a slot on the stack.
+    charge(sizeof(PyNode) + 24, "pickled values");
     arena_->nodes.emplace_back();
     PyNode* n = &arena_->nodes.back();
     n->kind = kind;
@@ -650,14 +702,16 @@ class Unpickler {
     return n;
   }
   PyNode* make_bytes(PyKind kind, const char* p, size_t n) {
+    charge(n, "pickled strings");
     PyNode* node = make(kind);
     node->s.assign(p, n);
     return node;
   }
   PyNode* make_named(PyKind kind, std::string module, std::string name) {
+    charge(module.size() + name.size(), "pickled names");
     PyNode* n = make(kind);
     n->s = std::move(module);
-    n->name = std::move(name);
+    extra(n).name = std::move(name);
     return n;
   }
 
@@ -687,6 +741,7 @@ class Unpickler {
     TORCH_CHECK(!marks_.empty(), "pickle: ", op, " without a MARK");
     const size_t m = marks_.back();
     marks_.pop_back();
+    charge((stack_.size() - m) * sizeof(PyNode*), "pickled containers");
     std::vector<PyNode*> items(stack_.begin() + m, stack_.end());
     stack_.resize(m);
     return items;
@@ -718,26 +773,26 @@ class Unpickler {
         "pickle: SETITEM on a ",
         py_kind_name(d->kind));
     const auto key = key_of(k);
+    charge(2 * sizeof(PyNode*) + (key ? key->size() + 64 : 0), "pickled dicts");
     if (key) {
-      if (!d->index) {
-        d->index = std::make_unique<std::unordered_map<std::string, size_t>>();
-      }
-      const auto it = d->index->find(*key);
-      if (it != d->index->end()) {
+      auto& index = extra(d).index;
+      const auto it = index.find(*key);
+      if (it != index.end()) {
         d->items[it->second + 1] = v;
         return;
       }
-      d->index->emplace(*key, d->items.size());
+      index.emplace(*key, d->items.size());
     }
     d->items.push_back(k);
     d->items.push_back(v);
   }
   void append(PyNode* list, std::vector<PyNode*> items, const char* op) {
     if (list->kind == PyKind::Object) {
-      if (!list->appended) {
-        list->appended = make(PyKind::List);
+      auto& appended = extra(list).appended;
+      if (!appended) {
+        appended = make(PyKind::List);
       }
-      list = list->appended;
+      list = appended;
     }
     TORCH_CHECK(
         list->kind == PyKind::List || list->kind == PyKind::Set,
@@ -745,6 +800,7 @@ class Unpickler {
         op,
         " on a ",
         py_kind_name(list->kind));
+    charge(items.size() * sizeof(PyNode*), "pickled containers");
     list->items.insert(list->items.end(), items.begin(), items.end());
   }
   PyNode* tuple(std::vector<PyNode*> items) {
@@ -755,7 +811,8 @@ class Unpickler {
 
   // ---- calls -------------------------------------------------------------
   static bool is_global(const PyNode* n, const char* module, const char* name) {
-    return n->kind == PyKind::Global && n->s == module && n->name == name;
+    return n->kind == PyKind::Global && n->s == module &&
+        n->more().name == name;
   }
   static bool builtin(const PyNode* n, const char* name) {
     return is_global(n, "builtins", name) || is_global(n, "__builtin__", name);
@@ -793,8 +850,8 @@ class Unpickler {
     if (is_global(callable, "collections", "OrderedDict") ||
         is_global(callable, "collections", "defaultdict") ||
         builtin(callable, "dict")) {
-      const bool ordered = callable->name == "OrderedDict";
-      const bool defaultdict = callable->name == "defaultdict";
+      const bool ordered = callable->more().name == "OrderedDict";
+      const bool defaultdict = callable->more().name == "defaultdict";
       if (a.size() > (defaultdict ? 1u : 0u)) {
         return nullptr;
       }
@@ -809,8 +866,9 @@ class Unpickler {
         return nullptr;
       }
       PyNode* s = make(PyKind::Set);
-      s->flag = callable->name == "frozenset";
+      s->flag = callable->more().name == "frozenset";
       if (!a.empty()) {
+        charge(a[0]->items.size() * sizeof(PyNode*), "pickled sets");
         s->items = a[0]->items;
       }
       return s;
@@ -837,7 +895,7 @@ class Unpickler {
         }
       }
       if (b) {
-        b->flag = callable->name == "bytearray";
+        b->flag = callable->more().name == "bytearray";
       }
       return b;
     }
@@ -850,8 +908,8 @@ class Unpickler {
         a.size() == 3 && arg(0, PyKind::Global)) {
       // cls.__new__ on a base, then the base's __init__(state): keep it as
       // an opaque object of the class.
-      PyNode* o = make_named(PyKind::Object, a[0]->s, a[0]->name);
-      o->args = tuple(std::vector<PyNode*>(a.begin() + 1, a.end()));
+      PyNode* o = make_named(PyKind::Object, a[0]->s, a[0]->more().name);
+      extra(o).args = tuple(std::vector<PyNode*>(a.begin() + 1, a.end()));
       return o;
     }
     return nullptr;
@@ -871,22 +929,22 @@ class Unpickler {
     PyNode* o = make(PyKind::Object);
     if (callable->kind == PyKind::Global || callable->kind == PyKind::Object) {
       o->s = callable->s;
-      o->name = callable->name;
+      extra(o).name = callable->more().name;
     } else {
-      o->name = "<call>";
+      extra(o).name = "<call>";
     }
     if (callable->kind != PyKind::Global) {
-      o->callee = callable;
+      extra(o).callee = callable;
     }
-    o->args = args;
-    o->kwargs = kwargs;
+    extra(o).args = args;
+    extra(o).kwargs = kwargs;
     return o;
   }
   void build(PyNode* target, PyNode* state) {
     switch (target->kind) {
       case PyKind::Object:
       case PyKind::Dict:
-        target->state = state;
+        extra(target).state = state;
         break;
       case PyKind::Tensor:
         // A tensor subclass's __dict__; the tensor is what matters.
@@ -961,6 +1019,7 @@ class Unpickler {
         "pickle: more than ",
         limits_.max_memo,
         " memo entries");
+    charge(64, "the pickle's memo");
     memo_.emplace(key, n);
   }
   void memo_get(uint64_t key) {
@@ -1273,7 +1332,7 @@ class Unpickler {
         PyNode* target = top("BUILD");
         if (target->kind == PyKind::Global) {
           // BUILD on a class itself: an instance of it holding the state.
-          target = make_named(PyKind::Object, target->s, target->name);
+          target = make_named(PyKind::Object, target->s, target->more().name);
           stack_.back() = target;
         }
         build(target, state);
@@ -1354,7 +1413,8 @@ class Unpickler {
         return n->items[k];
       }
       k -= n->items.size();
-      PyNode* extra[] = {n->args, n->kwargs, n->callee, n->state, n->appended};
+      const PyExtra& e = n->more();
+      PyNode* extra[] = {e.args, e.kwargs, e.callee, e.state, e.appended};
       return k < 5 ? extra[k] : nullptr;
     };
     std::vector<Frame> path{{root, 0}};
@@ -1396,6 +1456,8 @@ class Unpickler {
   PersistentLoad persistent_load_;
   CallHook call_hook_;
   PickleLimits limits_;
+  std::unique_ptr<ReadBudget> own_budget_;
+  ReadBudget* budget_;
   std::shared_ptr<PyArena> arena_;
   std::vector<PyNode*> stack_;
   std::vector<size_t> marks_;

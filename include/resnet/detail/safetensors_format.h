@@ -9,6 +9,8 @@
 // little-endian, offsets relative to the end of the header, covering the
 // rest of the file with neither holes nor overlaps.
 
+#include <resnet/detail/read_budget.h>
+
 #include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 #include <torch/version.h>
@@ -60,6 +62,8 @@ namespace detail {
 inline constexpr size_t kSafetensorsLengthBytes = 8;
 /// The largest header accepted, as in the reference implementation.
 inline constexpr uint64_t kSafetensorsMaxHeader = 100000000;
+/// Dimensions a tensor may have (as in torch.save files).
+inline constexpr size_t kSafetensorsMaxDims = 64;
 /// The header key that holds the string -> string metadata.
 inline constexpr const char* kSafetensorsMetadataKey = "__metadata__";
 
@@ -221,50 +225,149 @@ inline std::string clipped(const std::string& text, size_t limit = 200) {
   return text.size() <= limit ? text : text.substr(0, limit) + "...";
 }
 
-/// The header JSON as parsed, with duplicate keys and nesting deeper than the
-/// format's refused while parsing (so a hostile header cannot hide a second
-/// entry or build a deep tree).
-inline nlohmann::ordered_json parse_header_json(const char* json, size_t n) {
-  using Json = nlohmann::ordered_json;
-  std::vector<std::unordered_set<std::string>> keys;
-  auto check = [&keys](int depth, Json::parse_event_t event, Json& parsed) {
-    switch (event) {
-      case Json::parse_event_t::object_start:
-      case Json::parse_event_t::array_start:
-        // The format nests at most {"name": {"shape": [...]}}.
-        TORCH_CHECK(
-            depth <= 2, "the header nests deeper than the format allows");
-        if (event == Json::parse_event_t::object_start) {
-          keys.emplace_back();
-        }
-        break;
-      case Json::parse_event_t::object_end:
-        keys.pop_back();
-        break;
-      case Json::parse_event_t::key: {
-        const auto& key = parsed.get_ref<const std::string&>();
-        TORCH_CHECK(
-            keys.back().insert(key).second,
-            "the header has the key '",
-            clipped(key),
-            "' twice");
-        break;
+/// Builds the header from nlohmann's SAX events: the top-level entries in
+/// file order, each value a small JSON tree. Nesting deeper than the format
+/// (`{"name": {"shape": [...]}}`) and duplicate keys are refused as they
+/// come, so a hostile header can neither build a deep tree nor hide a
+/// second entry; every value is charged to the read's budget. (nlohmann's
+/// own callback parser scans the parent object at the end of each child
+/// object, which takes quadratic time over a header of many entries.)
+class SafetensorsHeaderSax final : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  using Json = nlohmann::json;
+  /// What one value takes (a JSON value, a map node, the set of keys).
+  static constexpr uint64_t kValueBytes = 128;
+
+  explicit SafetensorsHeaderSax(ReadBudget& budget) : budget_(budget) {}
+
+  /// The top-level entries in file order.
+  std::vector<std::pair<std::string, Json>> entries;
+  /// Why the parse stopped, if it did.
+  std::string error;
+  /// The root was something other than an object (error names it).
+  bool not_object = false;
+
+  bool null() override {
+    return value(Json(nullptr));
+  }
+  bool boolean(bool v) override {
+    return value(Json(v));
+  }
+  bool number_integer(number_integer_t v) override {
+    return value(Json(v));
+  }
+  bool number_unsigned(number_unsigned_t v) override {
+    return value(Json(v));
+  }
+  bool number_float(number_float_t v, const string_t& /*text*/) override {
+    return value(Json(v));
+  }
+  bool string(string_t& v) override {
+    budget_.spend(v.size(), "the header's strings");
+    return value(Json(std::move(v)));
+  }
+  bool binary(binary_t& /*v*/) override {
+    return value(Json());
+  }
+  bool start_object(std::size_t /*elements*/) override {
+    keys_.emplace_back();
+    return open(Json::object());
+  }
+  bool start_array(std::size_t /*elements*/) override {
+    return open(Json::array());
+  }
+  bool key(string_t& k) override {
+    budget_.spend(2 * k.size() + kValueBytes, "the header's keys");
+    TORCH_CHECK(
+        keys_.back().insert(k).second,
+        "the header has the key '",
+        clipped(k),
+        "' twice");
+    key_ = k;
+    return true;
+  }
+  bool end_object() override {
+    keys_.pop_back();
+    return close();
+  }
+  bool end_array() override {
+    return close();
+  }
+  bool parse_error(
+      std::size_t /*position*/,
+      const std::string& /*token*/,
+      const nlohmann::detail::exception& e) override {
+    error = e.what();
+    return false;
+  }
+
+ private:
+  // depth_ counts the open containers, the root object included.
+  bool open(Json container) {
+    budget_.spend(kValueBytes, "the header's values");
+    // The format nests at most {"name": {"shape": [...]}}.
+    TORCH_CHECK(depth_ < 3, "the header nests deeper than the format allows");
+    if (depth_ == 0) {
+      if (!container.is_object()) {
+        not_object = true;
+        error = "the header is not a JSON object";
+        return false;
       }
-      default:
-        break;
+    } else {
+      add(std::move(container));
+    }
+    ++depth_;
+    return true;
+  }
+  bool close() {
+    --depth_;
+    if (depth_ >= 1 && !stack_.empty()) {
+      stack_.pop_back();
     }
     return true;
-  };
-  try {
-    return Json::parse(json, json + n, check);
-  } catch (const nlohmann::json::exception& e) {
-    TORCH_CHECK(false, "the header is not valid JSON: ", clipped(e.what()));
   }
-}
+  bool value(Json v) {
+    budget_.spend(kValueBytes, "the header's values");
+    if (depth_ == 0) {
+      not_object = true;
+      error = "the header is not a JSON object";
+      return false;
+    }
+    add(std::move(v));
+    return true;
+  }
+  // Puts `v` in the innermost open container (or as a top-level entry),
+  // and opens it if it is one.
+  void add(Json v) {
+    const bool container = v.is_structured();
+    Json* at = nullptr;
+    if (depth_ == 1) {
+      entries.emplace_back(key_, std::move(v));
+      at = &entries.back().second;
+    } else {
+      Json& parent = *stack_.back();
+      if (parent.is_object()) {
+        at = &(parent[key_] = std::move(v));
+      } else {
+        parent.push_back(std::move(v));
+        at = &parent.back();
+      }
+    }
+    if (container) {
+      stack_.push_back(at);
+    }
+  }
+
+  ReadBudget& budget_;
+  int depth_ = 0;
+  std::string key_;
+  std::vector<Json*> stack_;
+  std::vector<std::unordered_set<std::string>> keys_;
+};
 
 /// `value` as a non-negative integer; `what` names it in the error.
 inline uint64_t header_uint(
-    const nlohmann::ordered_json& value,
+    const nlohmann::json& value,
     const std::string& what) {
   TORCH_CHECK(
       !value.is_number_integer() || value.is_number_unsigned(),
@@ -283,7 +386,7 @@ inline uint64_t header_uint(
 /// other; offsets are checked against the others by the caller.
 inline SafetensorsEntry parse_header_entry(
     const std::string& name,
-    const nlohmann::ordered_json& info,
+    const nlohmann::json& info,
     uint64_t data_size) {
   const std::string what = "tensor '" + clipped(name) + "'";
   TORCH_CHECK(
@@ -304,6 +407,13 @@ inline SafetensorsEntry parse_header_entry(
       clipped(dtype.dump()));
   TORCH_CHECK(
       shape.is_array(), what, ": shape is not a list: ", clipped(shape.dump()));
+  TORCH_CHECK(
+      shape.size() <= kSafetensorsMaxDims,
+      what,
+      ": a shape of ",
+      shape.size(),
+      " dimensions, more than ",
+      kSafetensorsMaxDims);
   TORCH_CHECK(
       offsets.is_array() && offsets.size() == 2,
       what,
@@ -406,21 +516,26 @@ inline SafetensorsEntry parse_header_entry(
 /// by `data_size` bytes of data. The entries come in file order (by offset;
 /// entries at the same offset, which are empty, in header order), and must
 /// cover the data exactly, as the reference implementation requires.
-inline SafetensorsHeader
-parse_safetensors_header(const char* json, size_t n, uint64_t data_size) {
-  const auto root = parse_header_json(json, n);
+inline SafetensorsHeader parse_safetensors_header(
+    const char* json,
+    size_t n,
+    uint64_t data_size,
+    ReadBudget* budget = nullptr) {
+  ReadBudget own(kSafetensorsLengthBytes + n + data_size);
+  SafetensorsHeaderSax sax(budget ? *budget : own);
+  const bool parsed = nlohmann::json::sax_parse(json, json + n, &sax);
   TORCH_CHECK(
-      root.is_object(),
-      "the header is not a JSON object: ",
-      clipped(root.dump()));
+      parsed && sax.error.empty(),
+      sax.not_object ? sax.error
+                     : "the header is not valid JSON: " + clipped(sax.error));
   SafetensorsHeader header;
-  for (const auto& item : root.items()) {
-    if (item.key() != kSafetensorsMetadataKey) {
-      header.tensors.push_back(
-          parse_header_entry(item.key(), item.value(), data_size));
+  header.tensors.reserve(sax.entries.size());
+  for (const auto& [key, value] : sax.entries) {
+    if (key != kSafetensorsMetadataKey) {
+      header.tensors.push_back(parse_header_entry(key, value, data_size));
       continue;
     }
-    const auto& meta = item.value();
+    const auto& meta = value;
     if (meta.is_null()) {
       continue;
     }

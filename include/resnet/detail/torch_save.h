@@ -10,6 +10,8 @@
 
 #include <resnet/detail/mapped_file.h>
 #include <resnet/detail/pickle.h>
+#include <resnet/detail/read_budget.h>
+#include <resnet/detail/zip.h>
 #include <resnet/io.h>
 
 #include <ATen/core/Tensor.h>
@@ -18,14 +20,11 @@
 #include <c10/core/Storage.h>
 #include <c10/core/TensorImpl.h>
 #include <c10/util/Exception.h>
-#include <caffe2/serialize/file_adapter.h>
 #include <caffe2/serialize/inline_container.h>
-#include <caffe2/serialize/read_adapter_interface.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -296,6 +295,15 @@ inline void set_requires_grad(at::Tensor& t, const PyValue& flag) {
   }
 }
 
+/// `torch._tensor._rebuild_from_type_v2(func, type, args, state)` with a
+/// global `func` and a tuple `args`.
+inline bool is_rebuild_from_type(const PyValue& callable, const PyValue& args) {
+  return callable.is(PyKind::Global) && callable.module() == "torch._tensor" &&
+      callable.name() == "_rebuild_from_type_v2" && args.is(PyKind::Tuple) &&
+      args.size() == 4 && args[0].is(PyKind::Global) &&
+      args[2].is(PyKind::Tuple);
+}
+
 /// Builds the value of torch's tensor-making globals; nullopt for anything
 /// else, which then stays an opaque object.
 inline std::optional<PyValue>
@@ -358,10 +366,24 @@ torch_call(Unpickler& u, const PyValue& callable, const PyValue& args) {
     }
     return args[0];
   }
-  if (module == "torch._tensor" && name == "_rebuild_from_type_v2" && n == 4 &&
-      args[0].is(PyKind::Global) && args[2].is(PyKind::Tuple)) {
-    // A tensor subclass: build the tensor; the subclass is dropped.
-    auto made = torch_call(u, args[0], args[2]);
+  if (is_rebuild_from_type(callable, args)) {
+    // A tensor subclass: build the tensor; the subclass is dropped. Such
+    // calls may wrap each other (the function they call is one again):
+    // unwrapped in a loop, as deep as the pickle machine allows values to
+    // nest, never by recursion.
+    PyValue f = callable;
+    PyValue a = args;
+    for (size_t depth = 0; is_rebuild_from_type(f, a); ++depth) {
+      TORCH_CHECK(
+          depth < PickleLimits().max_depth,
+          "tensor subclass rebuilds nested deeper than ",
+          PickleLimits().max_depth,
+          " levels");
+      u.budget().step("tensor subclass rebuilds");
+      f = a[0];
+      a = a[2];
+    }
+    auto made = torch_call(u, f, a);
     if (made && made->is_tensor()) {
       return made;
     }
@@ -371,184 +393,6 @@ torch_call(Unpickler& u, const PyValue& callable, const PyValue& args) {
 
 // ---- the zip container -----------------------------------------------------
 
-/// What the central directory of a zip says about one record.
-struct ZipRecord {
-  std::string name;
-  uint64_t size = 0;
-  uint64_t data_offset = 0;
-  bool stored = true;
-};
-
-inline uint64_t le_at(const std::vector<char>& b, size_t pos, size_t n) {
-  TORCH_CHECK(pos + n <= b.size(), "zip: a header runs past its end");
-  uint64_t v = 0;
-  for (size_t k = 0; k < n; ++k) {
-    v |= static_cast<uint64_t>(static_cast<uint8_t>(b[pos + k])) << (8 * k);
-  }
-  return v;
-}
-
-inline std::vector<char> read_at(
-    const caffe2::serialize::ReadAdapterInterface& in,
-    uint64_t pos,
-    uint64_t n) {
-  TORCH_CHECK(
-      pos <= in.size() && n <= in.size() - pos,
-      "zip: a header at byte ",
-      pos,
-      " runs past the end of the file (",
-      in.size(),
-      " bytes)");
-  std::vector<char> out(n);
-  if (n > 0) {
-    TORCH_CHECK(
-        in.read(pos, out.data(), n, "zip header") == n,
-        "zip: short read at byte ",
-        pos);
-  }
-  return out;
-}
-
-/// The records of a zip archive after checking that each lies within the
-/// file and that none could expand beyond what deflate allows, so that
-/// reading one never allocates more than the input justifies.
-inline std::vector<ZipRecord> zip_records(
-    const caffe2::serialize::ReadAdapterInterface& in) {
-  const uint64_t size = in.size();
-  TORCH_CHECK(size >= 22, "zip: file of ", size, " bytes is too short");
-  const uint64_t tail_size = std::min<uint64_t>(size, 22 + 65535);
-  const auto tail = read_at(in, size - tail_size, tail_size);
-  size_t eocd = std::string::npos;
-  for (size_t k = tail_size - 22 + 1; k-- > 0;) {
-    if (le_at(tail, k, 4) == 0x06054b50) {
-      eocd = k;
-      break;
-    }
-  }
-  TORCH_CHECK(eocd != std::string::npos, "zip: no end of central directory");
-  uint64_t entries = le_at(tail, eocd + 10, 2);
-  uint64_t cd_size = le_at(tail, eocd + 12, 4);
-  uint64_t cd_offset = le_at(tail, eocd + 16, 4);
-  if (entries == 0xffff || cd_size == 0xffffffff || cd_offset == 0xffffffff) {
-    const uint64_t eocd_pos = size - tail_size + eocd;
-    TORCH_CHECK(eocd_pos >= 20, "zip: no zip64 locator");
-    const auto locator = read_at(in, eocd_pos - 20, 20);
-    TORCH_CHECK(le_at(locator, 0, 4) == 0x07064b50, "zip: no zip64 locator");
-    const auto record = read_at(in, le_at(locator, 8, 8), 56);
-    TORCH_CHECK(
-        le_at(record, 0, 4) == 0x06064b50, "zip: bad zip64 directory record");
-    entries = le_at(record, 32, 8);
-    cd_size = le_at(record, 40, 8);
-    cd_offset = le_at(record, 48, 8);
-  }
-  TORCH_CHECK(
-      entries <= cd_size / 46 + 1,
-      "zip: ",
-      entries,
-      " entries cannot fit a directory of ",
-      cd_size,
-      " bytes");
-  const auto cd = read_at(in, cd_offset, cd_size);
-  std::vector<ZipRecord> out;
-  out.reserve(entries);
-  size_t p = 0;
-  for (uint64_t e = 0; e < entries; ++e) {
-    TORCH_CHECK(
-        le_at(cd, p, 4) == 0x02014b50, "zip: bad central directory entry");
-    const auto flags = le_at(cd, p + 8, 2);
-    const auto method = le_at(cd, p + 10, 2);
-    uint64_t comp = le_at(cd, p + 20, 4);
-    uint64_t uncomp = le_at(cd, p + 24, 4);
-    const auto name_len = le_at(cd, p + 28, 2);
-    const auto extra_len = le_at(cd, p + 30, 2);
-    const auto comment_len = le_at(cd, p + 32, 2);
-    uint64_t local = le_at(cd, p + 42, 4);
-    TORCH_CHECK(
-        p + 46 + name_len + extra_len + comment_len <= cd.size(),
-        "zip: central directory entry runs past its end");
-    ZipRecord r;
-    r.name.assign(cd.data() + p + 46, name_len);
-    // The zip64 extra field holds the sizes and offset that do not fit.
-    for (size_t x = p + 46 + name_len;
-         x + 4 <= p + 46 + name_len + extra_len;) {
-      const auto id = le_at(cd, x, 2);
-      const auto len = le_at(cd, x + 2, 2);
-      TORCH_CHECK(
-          x + 4 + len <= p + 46 + name_len + extra_len,
-          "zip: extra field runs past its entry");
-      if (id == 1) {
-        size_t f = x + 4;
-        const size_t end = x + 4 + len;
-        for (uint64_t* v : {&uncomp, &comp, &local}) {
-          if (*v == 0xffffffff) {
-            TORCH_CHECK(f + 8 <= end, "zip: short zip64 extra field");
-            *v = le_at(cd, f, 8);
-            f += 8;
-          }
-        }
-      }
-      x += 4 + len;
-    }
-    p += 46 + name_len + extra_len + comment_len;
-    TORCH_CHECK(!(flags & 1), "zip: record '", r.name, "' is encrypted");
-    TORCH_CHECK(
-        method == 0 || method == 8,
-        "zip: record '",
-        r.name,
-        "' uses compression method ",
-        method);
-    const auto header = read_at(in, local, 30);
-    TORCH_CHECK(
-        le_at(header, 0, 4) == 0x04034b50,
-        "zip: bad local header for '",
-        r.name,
-        "'");
-    r.data_offset = local + 30 + le_at(header, 26, 2) + le_at(header, 28, 2);
-    TORCH_CHECK(
-        r.data_offset <= size && comp <= size - r.data_offset,
-        "zip: record '",
-        r.name,
-        "' of ",
-        comp,
-        " bytes runs past the end of the file");
-    r.stored = method == 0;
-    TORCH_CHECK(
-        r.stored ? uncomp == comp : uncomp <= comp * 1032 + 1024,
-        "zip: record '",
-        r.name,
-        "' declares ",
-        uncomp,
-        " bytes from ",
-        comp);
-    r.size = uncomp;
-    out.push_back(std::move(r));
-  }
-  return out;
-}
-
-/// A bounds-checked view of bytes in memory for PyTorchStreamReader.
-class MemoryReader final : public caffe2::serialize::ReadAdapterInterface {
- public:
-  MemoryReader(const char* data, size_t size) : data_(data), size_(size) {}
-  size_t size() const override {
-    return size_;
-  }
-  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/ = "")
-      const override {
-    if (pos >= size_) {
-      return 0;
-    }
-    n = std::min<size_t>(n, size_ - pos);
-    std::memcpy(buf, data_ + pos, n);
-    return n;
-  }
-
- private:
-  const char* data_;
-  size_t size_;
-};
-
-/// Reads the root object of a torch.save zip archive behind `in`.
 /// A storage's bytes that stay in the mapped file (`mapped`, at `offset`),
 /// keeping the mapping alive as long as the storage lives.
 inline c10::Storage mapped_storage(
@@ -574,50 +418,78 @@ inline c10::Storage mapped_storage(
       /*resizable=*/false);
 }
 
-/// Reads the root object of a torch.save zip archive behind `in`. With
-/// `mapped` (the same file, mapped), the stored (uncompressed) records'
-/// tensors view the mapping instead of being copied.
-inline PyValue read_torch_zip(
-    std::shared_ptr<caffe2::serialize::ReadAdapterInterface> in,
-    std::shared_ptr<const MappedFile> mapped = nullptr) {
-  const auto records = zip_records(*in);
-  TORCH_CHECK(!records.empty(), "zip: the archive is empty");
-  // PyTorchStreamReader names records relative to the folder of the first.
-  const auto slash = records.front().name.find('/');
-  TORCH_CHECK(
-      slash != std::string::npos,
-      "zip: the first record is not in a folder: '",
-      records.front().name,
-      "'");
-  const std::string prefix = records.front().name.substr(0, slash + 1);
-  std::unordered_map<std::string, const ZipRecord*> by_name;
-  for (const auto& r : records) {
-    if (r.name.compare(0, prefix.size(), prefix) == 0) {
-      by_name.emplace(r.name.substr(prefix.size()), &r);
-    }
-  }
-  TORCH_CHECK(
-      by_name.count("data.pkl"),
-      "the zip archive holds no data.pkl (not written by torch.save)");
-  caffe2::serialize::PyTorchStreamReader reader(in);
+/// A storage of `nbytes` bytes in memory of its own.
+inline c10::Storage owned_storage(size_t nbytes) {
+  return c10::Storage(
+      c10::Storage::use_byte_size_t(),
+      nbytes,
+      c10::GetCPUAllocator()->allocate(nbytes),
+      /*allocator=*/nullptr,
+      /*resizable=*/false);
+}
 
-  auto record = [&](const std::string& name) {
-    auto data = reader.getRecord(name);
-    return std::make_pair(std::move(std::get<0>(data)), std::get<1>(data));
-  };
+/// The records of a torch.save or TorchScript archive by their names within
+/// its folder: like PyTorch's reader, the folder is the first record's, and
+/// records outside it are ignored.
+class TorchArchive {
+ public:
+  TorchArchive(const char* data, size_t size, ReadBudget& budget)
+      : zip_(data, size, budget) {
+    TORCH_CHECK(!zip_.entries().empty(), "zip: the archive is empty");
+    const auto& first = zip_.entries().front().name;
+    const auto slash = first.find('/');
+    TORCH_CHECK(
+        slash != std::string::npos,
+        "zip: the first record is not in a folder: '",
+        ZipArchive::clip(first),
+        "'");
+    prefix_ = first.substr(0, slash + 1);
+  }
+
+  const ZipArchive& zip() const {
+    return zip_;
+  }
+  /// The record `name` of the folder, or nullptr.
+  const ZipEntry* find(const std::string& name) const {
+    return zip_.find(prefix_ + name);
+  }
+
+ private:
+  ZipArchive zip_;
+  std::string prefix_;
+};
+
+/// Reads the root object of a torch.save archive (or the `data.pkl` of a
+/// TorchScript archive) in the `size` bytes at `data`. With `mapped` (the
+/// file those bytes are the mapping of), tensors of stored little-endian
+/// records view the mapping (copy-on-write) instead of owning copies;
+/// everything else is copied (and byte-swapped where the archive is
+/// big-endian) into memory of its own.
+inline PyValue read_torch_zip(
+    const char* data,
+    size_t size,
+    ReadBudget& budget,
+    std::shared_ptr<const MappedFile> mapped = nullptr) {
+  const TorchArchive archive(data, size, budget);
+  const ZipEntry* pkl = archive.find("data.pkl");
+  TORCH_CHECK(
+      pkl, "the zip archive holds no data.pkl (not written by torch.save)");
+
   bool big_endian = false;
-  if (by_name.count("byteorder")) {
+  if (const ZipEntry* bo = archive.find("byteorder")) {
+    TORCH_CHECK(bo->size <= 16, "zip: byteorder record too long");
+    const auto bytes = archive.zip().read(*bo, budget);
+    const std::string order(bytes.begin(), bytes.end());
     TORCH_CHECK(
-        by_name.at("byteorder")->size <= 16, "zip: byteorder record too long");
-    auto bo = record("byteorder");
-    const std::string order(
-        static_cast<const char*>(bo.first.get()), bo.second);
-    TORCH_CHECK(
-        order == "little" || order == "big", "unknown byteorder '", order, "'");
+        order == "little" || order == "big",
+        "unknown byteorder '",
+        ZipArchive::clip(order),
+        "'");
     big_endian = order == "big";
   }
 
-  std::unordered_map<std::string, c10::Storage> loaded;
+  // One storage per record, made once however many tensors use it.
+  std::unordered_map<const ZipEntry*, c10::Storage> loaded;
   auto persistent_load = [&](Unpickler& u, const PyValue& pid) -> PyValue {
     TORCH_CHECK(
         pid.is(PyKind::Tuple) && pid.size() == 5 && pid[0].is_string() &&
@@ -627,67 +499,63 @@ inline PyValue read_torch_zip(
         pid.repr(120));
     const auto dtype = storage_dtype(pid[1]);
     TORCH_CHECK(dtype, "unsupported storage type ", pid[1].repr(60));
-    const std::string& key = pid[2].as_string();
+    const std::string name = "data/" + pid[2].as_string();
     const int64_t nbytes = checked_mul(
         pid[4].as_int(),
         static_cast<int64_t>(c10::elementSize(*dtype)),
         "storage size");
-    auto it = loaded.find(key);
-    if (it == loaded.end()) {
-      const std::string name = "data/" + key;
-      const auto r = by_name.find(name);
-      TORCH_CHECK(r != by_name.end(), "zip: no record '", name, "'");
-      TORCH_CHECK(
-          r->second->size == static_cast<uint64_t>(nbytes),
-          "zip: record '",
-          name,
-          "' has ",
-          r->second->size,
-          " bytes, its storage needs ",
-          nbytes);
-      c10::Storage storage;
-      if (mapped && r->second->stored && nbytes > 0) {
-        storage = mapped_storage(
-            mapped, r->second->data_offset, static_cast<size_t>(nbytes));
-        if (big_endian) {
-          swap_bytes(storage.data_ptr().get(), storage.nbytes(), *dtype);
-        }
-      } else {
-        auto data = record(name);
-        TORCH_CHECK(
-            data.second == static_cast<size_t>(nbytes),
-            "zip: record '",
-            name,
-            "' read short");
-        if (big_endian) {
-          swap_bytes(data.first.get(), data.second, *dtype);
-        }
-        storage = c10::Storage(
-            c10::Storage::use_byte_size_t(),
-            static_cast<size_t>(nbytes),
-            std::move(data.first),
-            /*allocator=*/nullptr,
-            /*resizable=*/false);
-      }
-      it = loaded.emplace(key, std::move(storage)).first;
-    }
+    const ZipEntry* r = archive.find(name);
+    TORCH_CHECK(r, "zip: no record '", ZipArchive::clip(name), "'");
     TORCH_CHECK(
-        static_cast<int64_t>(it->second.nbytes()) == nbytes,
-        "storage '",
-        key,
-        "' is used with ",
-        nbytes,
-        " and ",
-        it->second.nbytes(),
-        " bytes");
+        r->size == static_cast<uint64_t>(nbytes),
+        "zip: record '",
+        ZipArchive::clip(name),
+        "' has ",
+        r->size,
+        " bytes, its storage needs ",
+        nbytes);
+    auto it = loaded.find(r);
+    if (it == loaded.end()) {
+      c10::Storage storage;
+      if (mapped && r->stored && !big_endian && nbytes > 0) {
+        storage = mapped_storage(
+            mapped,
+            static_cast<uint64_t>(archive.zip().stored_data(*r) - data),
+            static_cast<size_t>(nbytes));
+      } else {
+        if (!r->stored) {
+          // Only what inflates counts: a stored record's bytes are in the
+          // file already.
+          budget.spend(r->size, "inflated tensor data");
+        }
+        storage = owned_storage(static_cast<size_t>(nbytes));
+        if (nbytes > 0) {
+          void* bytes = storage.data_ptr().get();
+          archive.zip().read(*r, static_cast<char*>(bytes));
+          if (big_endian) {
+            swap_bytes(bytes, storage.nbytes(), *dtype);
+          }
+        }
+      }
+      it = loaded.emplace(r, std::move(storage)).first;
+    }
     return u.make_storage({it->second, *dtype, 0, nbytes});
   };
-  auto pkl = record("data.pkl");
+  std::vector<char> inflated;
+  const char* pkl_data = nullptr;
+  if (pkl->stored) {
+    pkl_data = archive.zip().stored_data(*pkl);
+  } else {
+    inflated = archive.zip().read(*pkl, budget);
+    pkl_data = inflated.data();
+  }
   return Unpickler(
-             static_cast<const char*>(pkl.first.get()),
-             pkl.second,
+             pkl_data,
+             static_cast<size_t>(pkl->size),
              persistent_load,
-             torch_call)
+             torch_call,
+             {},
+             &budget)
       .parse();
 }
 
@@ -700,11 +568,14 @@ inline const std::string& legacy_magic() {
   return magic;
 }
 
-/// Reads the root object of a legacy torch.save stream from memory.
-inline PyValue read_torch_legacy(const char* data, size_t size) {
+/// Reads the root object of a legacy torch.save stream from memory,
+/// charging `budget`.
+inline PyValue
+read_torch_legacy(const char* data, size_t size, ReadBudget& budget) {
   size_t pos = 0;
   auto next = [&](Unpickler::PersistentLoad pl, Unpickler::CallHook hook) {
-    Unpickler u(data + pos, size - pos, std::move(pl), std::move(hook));
+    Unpickler u(
+        data + pos, size - pos, std::move(pl), std::move(hook), {}, &budget);
     PyValue v = u.parse();
     pos += u.consumed();
     return v;
@@ -755,15 +626,11 @@ inline PyValue read_torch_legacy(const char* data, size_t size) {
           " bytes but the file has ",
           size - pos,
           " left");
-      at::DataPtr ptr =
-          c10::GetCPUAllocator()->allocate(static_cast<size_t>(nbytes));
-      c10::Storage storage(
-          c10::Storage::use_byte_size_t(),
-          static_cast<size_t>(nbytes),
-          std::move(ptr),
-          /*allocator=*/nullptr,
-          /*resizable=*/false);
-      it = roots.emplace(key, Root{std::move(storage), *dtype}).first;
+      it =
+          roots
+              .emplace(
+                  key, Root{owned_storage(static_cast<size_t>(nbytes)), *dtype})
+              .first;
     }
     TORCH_CHECK(
         static_cast<int64_t>(it->second.storage.nbytes()) == nbytes,
@@ -858,18 +725,13 @@ inline PyValue read_torch_legacy(const char* data, size_t size) {
 
 /// A zip archive (local file header first) with a `<folder>/data.pkl`.
 inline bool looks_like_torch_zip(const char* data, size_t size) {
-  if (size < 4 || std::memcmp(data, "PK\x03\x04", 4) != 0) {
+  if (!has_zip_magic(data, size)) {
     return false;
   }
   try {
-    MemoryReader in(data, size);
-    for (const auto& r : zip_records(in)) {
-      const auto slash = r.name.find('/');
-      if (slash != std::string::npos && r.name.substr(slash) == "/data.pkl") {
-        return true;
-      }
-    }
-  } catch (const std::exception&) {
+    ReadBudget budget(size);
+    return TorchArchive(data, size, budget).find("data.pkl") != nullptr;
+  } catch (const c10::Error&) {
   }
   return false;
 }
@@ -900,49 +762,39 @@ PyValue with_c10_errors(F&& f) {
   }
 }
 
-/// The root object of torch.save data in memory (zip or legacy); tensors on
-/// the CPU. The tensors own copies of their bytes.
-inline PyValue read_torch_save_bytes(const char* data, size_t size) {
+/// The root object of torch.save data (zip or legacy) in the `size` bytes
+/// at `data`, charging `budget`; tensors on the CPU. With `mapped` (the file
+/// those bytes are the mapping of), tensors of a zip archive's stored
+/// records may view it (see `read_torch_zip`); otherwise they own copies.
+inline PyValue read_torch_save(
+    const char* data,
+    size_t size,
+    ReadBudget& budget,
+    std::shared_ptr<const MappedFile> mapped = nullptr) {
   return with_c10_errors([&] {
-    if (size >= 4 && std::memcmp(data, "PK\x03\x04", 4) == 0) {
-      return read_torch_zip(std::make_shared<MemoryReader>(data, size));
+    if (has_zip_magic(data, size)) {
+      return read_torch_zip(data, size, budget, std::move(mapped));
     }
     TORCH_CHECK(
         looks_like_torch_legacy(data, size),
         "not a torch.save file (neither a zip archive nor the legacy format)");
-    return read_torch_legacy(data, size);
+    return read_torch_legacy(data, size, budget);
   });
 }
 
-/// The root object of the torch.save file at `path`. A zip archive is read
-/// record by record, each storage's bytes straight into its tensor memory;
-/// a legacy file is read whole first.
-///
-/// With `mapped`, the file is mapped into memory and the tensors of a zip
-/// archive's stored records view the mapping (copy-on-write) instead of
-/// owning copies: for a load that copies them at once (a file truncated by
-/// someone else while they live would fault). A legacy file is always read
-/// through the mapping, its storages copied out.
-inline PyValue read_torch_save(const std::string& path, bool mapped = false) {
-  char head[4] = {0, 0, 0, 0};
-  {
-    std::ifstream f(path, std::ios::binary);
-    TORCH_CHECK(f, "cannot open '", path, "' for reading");
-    f.read(head, 4);
-  }
-  if (std::memcmp(head, "PK\x03\x04", 4) == 0) {
-    return with_c10_errors([&] {
-      if (mapped) {
-        auto file = MappedFile::open(path);
-        return read_torch_zip(
-            std::make_shared<MemoryReader>(file->data(), file->size()), file);
-      }
-      return read_torch_zip(
-          std::make_shared<caffe2::serialize::FileAdapter>(path));
-    });
-  }
+/// `read_torch_save` of bytes in memory with a budget for their size; the
+/// tensors own copies of their bytes.
+inline PyValue read_torch_save_bytes(const char* data, size_t size) {
+  ReadBudget budget(size);
+  return read_torch_save(data, size, budget);
+}
+
+/// `read_torch_save` of the file at `path` (a regular file), with a budget
+/// for its size; the tensors own copies of their bytes.
+inline PyValue read_torch_save(const std::string& path) {
   const auto file = MappedFile::open(path);
-  return read_torch_save_bytes(file->data(), file->size());
+  ReadBudget budget(file->size());
+  return read_torch_save(file->data(), file->size(), budget);
 }
 
 /// torch.save's zip archive of an OrderedDict name -> tensor, in the order
