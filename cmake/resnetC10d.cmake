@@ -1,9 +1,9 @@
-# Data-parallel training (include/resnet/distributed.h) runs on c10d's Gloo
+# Data-parallel training (include/resnet/train/distributed.h) runs on c10d's Gloo
 # backend, whose headers need Gloo's own beside LibTorch's (Debian:
 # libgloo-dev; PyPI's wheels ship none, and build with Debian's).
 # resnet_check_c10d() sets RESNET_HAVE_C10D_GLOO where they compile, and
 # RESNET_C10D_DEFINITIONS to the definitions a source that includes
-# <resnet/distributed.h> then needs: USE_DISTRIBUTED and USE_C10D_GLOO (which
+# <resnet/train/distributed.h> then needs: USE_DISTRIBUTED and USE_C10D_GLOO (which
 # LibTorch's CMake target defines already, repeated for a LibTorch whose
 # target does not) and RESNET_WITH_C10D=1; with NCCL also USE_C10D_NCCL,
 # RESNET_WITH_NCCL=1 and the include folder RESNET_C10D_INCLUDE_DIRS.

@@ -5,7 +5,7 @@
 //   classify --weights resnet50.pth --arch resnet50 [--topk 5]
 //            [--entry NAME] [--device cpu|cuda]
 //            [--classes imagenet_classes.txt] [--resize 256] [--crop 224]
-//            IMAGE...
+//            IMAGE...   (--help lists the flags)
 //
 // The weights are any file resnet::load_state_dict reads: torchvision's
 // published .pth files, timm's model.safetensors or .pth, a training
@@ -20,21 +20,25 @@
 // Build it alone against an installed resnet package:
 //   find_package(resnet CONFIG REQUIRED)
 //   find_package(PNG REQUIRED)                              # libpng-dev
+//   find_package(CLI11 CONFIG REQUIRED)                     # libcli11-dev
 //   find_package(PkgConfig REQUIRED)
 //   pkg_check_modules(TURBOJPEG REQUIRED IMPORTED_TARGET libturbojpeg)
 //   add_executable(classify classify.cpp)                   # libturbojpeg0-dev
 //   target_link_libraries(classify PRIVATE resnet::resnet PNG::PNG
-//                         PkgConfig::TURBOJPEG)
+//                         PkgConfig::TURBOJPEG CLI11::CLI11)
 
-#include <resnet/image.h>
+#include <resnet/data/image.h>
+#include <resnet/data/transforms.h>
 #include <resnet/resnet.h>
 
 #include <torch/torch.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,69 +61,34 @@ struct Args {
   std::vector<std::string> images;
 };
 
-const char* kUsage =
-    "usage: classify --weights FILE --arch NAME [--topk K] [--entry NAME] "
-    "[--device cpu|cuda] [--classes FILE] [--resize N] [--crop N] IMAGE...\n";
-
-// A command-line problem, or --help: main prints it with the usage and
-// exits with `code`.
-struct UsageError {
-  std::string problem;
-  int code = 2;
-};
-
-[[noreturn]] void usage(const std::string& problem, int code = 2) {
-  throw UsageError{problem, code};
-}
-
-int64_t to_int(const std::string& flag, const std::string& value) {
-  try {
-    size_t used = 0;
-    const int64_t v = std::stoll(value, &used);
-    if (used == value.size() && v > 0) {
-      return v;
-    }
-  } catch (const std::exception&) {
-  }
-  usage(flag + " expects a positive integer, got '" + value + "'");
-}
-
-Args parse(int argc, char** argv) {
+// The command line. --help prints the flags and exits 0; a mistake says
+// what is wrong and exits 2.
+Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        usage(flag + " needs a value");
-      }
-      return argv[++i];
-    };
-    if (flag == "--weights") {
-      a.weights = value();
-    } else if (flag == "--entry") {
-      a.entry = value();
-    } else if (flag == "--arch") {
-      a.arch = value();
-    } else if (flag == "--device") {
-      a.device = value();
-    } else if (flag == "--classes") {
-      a.classes = value();
-    } else if (flag == "--topk") {
-      a.topk = to_int(flag, value());
-    } else if (flag == "--resize") {
-      a.resize = to_int(flag, value());
-    } else if (flag == "--crop") {
-      a.crop = to_int(flag, value());
-    } else if (flag == "-h" || flag == "--help") {
-      usage("classifies images with a ResNet checkpoint", 0);
-    } else if (flag.rfind("--", 0) == 0) {
-      usage("unknown flag " + flag);
-    } else {
-      a.images.push_back(flag);
-    }
-  }
-  if (a.weights.empty() || a.arch.empty() || a.images.empty()) {
-    usage("--weights, --arch and at least one image are required");
+  CLI::App app("Classifies images with a ResNet checkpoint.", "classify");
+  app.add_option("IMAGE", a.images, "PNG or JPEG files")->required();
+  // The flags: --help shows their defaults, and the last one given counts.
+  app.option_defaults()->always_capture_default()->multi_option_policy(
+      CLI::MultiOptionPolicy::TakeLast);
+  const auto positive =
+      CLI::Range(int64_t{1}, std::numeric_limits<int64_t>::max(), "POSITIVE");
+  app.add_option("--weights", a.weights, "checkpoint or weights file")
+      ->required();
+  app.add_option("--arch", a.arch, "any of resnet::architectures()")
+      ->required();
+  app.add_option("--topk", a.topk, "classes printed per image")
+      ->check(positive);
+  app.add_option("--entry", a.entry, "the state dict's name in a checkpoint");
+  app.add_option(
+      "--device", a.device, "cpu, cuda or cuda:N (default: cuda if any)");
+  app.add_option("--classes", a.classes, "class names, one per line");
+  app.add_option("--resize", a.resize, "shorter side resized to N")
+      ->check(positive);
+  app.add_option("--crop", a.crop, "central NxN crop")->check(positive);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e) == 0 ? 0 : 2);
   }
   return a;
 }
@@ -137,7 +106,7 @@ std::vector<std::string> read_names(const std::string& path) {
 } // namespace
 
 int main(int argc, char** argv) try {
-  const Args args = parse(argc, argv);
+  const Args args = parse_args(argc, argv);
   resnet::set_num_threads();
   const torch::Device device = args.device.empty()
       ? resnet::default_device()
@@ -201,10 +170,6 @@ int main(int argc, char** argv) try {
     }
   }
   return failures == 0 ? 0 : 1;
-} catch (const UsageError& u) {
-  (u.code ? std::cerr : std::cout) << "classify: " << u.problem << "\n"
-                                   << kUsage;
-  return u.code;
 } catch (const c10::Error& e) {
   std::cerr << "classify: " << e.what_without_backtrace() << "\n";
   return 1;

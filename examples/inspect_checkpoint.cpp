@@ -12,7 +12,7 @@
 //   add_executable(inspect_checkpoint inspect_checkpoint.cpp)
 //   target_link_libraries(inspect_checkpoint PRIVATE resnet::resnet)
 
-#include <resnet/checkpoint.h>
+#include <resnet/io/checkpoint.h>
 
 #include <iostream>
 #include <string>

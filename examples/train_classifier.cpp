@@ -3,7 +3,7 @@
 // Data (resnet/data/datasets.h): Fashion-MNIST from Debian's
 // dataset-fashion-mnist (the default), IDX files, CIFAR-10/100 binaries or
 // image folders DIR/{train,test}/<class>/. Into --out go metrics.csv,
-// steps.csv, curves.png (gnuplot), best.pt and last.pt (for torch.load and
+// steps.csv, curves.svg, best.pt and last.pt (for torch.load and
 // resnet::load_state_dict), summary.json and checkpoint/: Ctrl-C saves one,
 // --resume continues exactly. --cuda-graph replays each training step as one
 // captured CUDA graph (one process on a GPU). Under torchrun (or
@@ -11,14 +11,14 @@
 // the processes. Builds alone with find_package(resnet) and CLI11, linking
 // resnet::resnet CLI11::CLI11 ZLIB::ZLIB PNG::PNG libturbojpeg (for several
 // processes also defining RESNET_WITH_C10D=1 USE_DISTRIBUTED USE_C10D_GLOO, see
-// resnet/distributed.h).
+// resnet/train/distributed.h).
 
 #include <resnet/data/augment.h>
 #include <resnet/data/datasets.h>
 #include <resnet/data/loader.h>
-#include <resnet/distributed.h>
 #include <resnet/resnet.h>
-#include <resnet/training.h>
+#include <resnet/train.h>
+#include <resnet/train/distributed.h>
 
 #include <torch/torch.h>
 #include <CLI/CLI.hpp>
@@ -196,13 +196,7 @@ json run_identity(const Run& r) {
 }
 
 void save_checkpoint(Run& r) {
-  // Crash-safety tests: RESNET_CRASH_AT=checkpoint:K:model|optimizer|state
-  // kills the process in this run's K-th checkpoint, after that file.
-  static int count = 0;
-  const std::string hook = "checkpoint:" + std::to_string(++count) + ":";
   resnet::CheckpointFolder folder(r.args.out);
-  folder.on_written(
-      [&](const auto& file) { resnet::crash_point(hook + file); });
   json state = run_identity(r);
   state.update(json(r.at));
   folder.save(r.at.step, *r.model, *r.optimizer, state);
@@ -261,41 +255,31 @@ void evaluate(Run& r) {
   while (auto b = loader.next()) {
     r.test->add(forward(r, prepare(r, *b, false).first), b->targets);
   }
-  auto totals = r.test->totals(); // of all the processes' shares
-  r.group->all_reduce_sum_({totals});
-  r.test = resnet::ConfusionMatrix::from_totals(totals);
+  r.test = r.test->summed_over(*r.group); // all the processes' shares
 }
 
 // One optimizer step on a batch; returns its loss and logits. With
-// --cuda-graph a batch shaped like the first replays the step captured from
-// it, any other (a smaller last batch) runs eagerly.
+// --cuda-graph the step is captured at the first batch and replayed for
+// every batch shaped like it (a smaller last batch runs eagerly).
 std::pair<torch::Tensor, torch::Tensor>
 train_step(Run& r, const torch::Tensor& x, const torch::Tensor& y) {
-  const auto loss_of = [&r](const torch::Tensor& logits, const auto& labels) {
-    return rd::cross_entropy(logits, labels, r.args.label_smoothing);
+  const auto step = [&r](const torch::Tensor& images, const auto& labels) {
+    const auto logits = forward(r, images);
+    return std::pair(
+        resnet::cross_entropy(logits, labels, r.args.label_smoothing), logits);
   };
   if (r.args.cuda_graph && !r.graph) {
     r.graph = std::make_unique<resnet::CudaGraphTrainStep>(
-        *r.model,
-        *r.optimizer,
-        [&r, loss_of](
-            const torch::Tensor& images, const torch::Tensor& labels) {
-          const auto logits = forward(r, images);
-          return std::make_pair(loss_of(logits, labels), logits);
-        },
-        x,
-        y);
+        *r.model, *r.optimizer, step, x, y);
   }
-  if (r.graph && x.sizes() == r.graph->images().sizes() &&
-      y.sizes() == r.graph->targets().sizes()) {
-    return {(*r.graph)(x, y), r.graph->output()};
+  if (r.graph) {
+    const auto loss = r.graph->run(x, y);
+    return {loss, r.graph->output()};
   }
   r.optimizer->zero_grad();
-  const auto logits = forward(r, x);
-  const auto loss = loss_of(logits, y);
+  const auto [loss, logits] = step(x, y);
   loss.backward();
-  r.parallel->finish();
-  r.optimizer->step();
+  r.parallel->step(*r.optimizer); // averages the gradients, then steps
   return {loss, logits};
 }
 
@@ -320,26 +304,26 @@ std::optional<double> train_epoch(Run& r, rd::Loader& loader) {
     const auto [loss, logits] = train_step(r, x, y);
     resnet::EpochTotals mine;
     mine.add(loss.item<double>(), logits, b->targets);
-    const bool stop = resnet::interrupt_requested() ||
-        ++steps_in_process == r.args.stop_after;
-    // The step's totals and whether to stop, summed over the processes.
-    const auto sum = r.group->sum(
-        {mine.loss, mine.correct * 1.0, mine.seen * 1.0, stop * 1.0});
-    const double value = sum[0] / sum[2];
+    const int64_t seen = at.epoch.seen;
+    // The step over all the processes, and whether any of them stops.
+    const auto [value, stop] = at.epoch.add_step(
+        mine,
+        resnet::interrupt_requested() ||
+            ++steps_in_process == r.args.stop_after,
+        *r.group);
     TORCH_CHECK(std::isfinite(value), "the loss diverged; try a lower --lr");
-    at.epoch.loss += sum[0];
-    at.epoch.correct += static_cast<int64_t>(sum[1]);
-    at.epoch.seen += static_cast<int64_t>(sum[2]);
-    images += static_cast<int64_t>(sum[2]);
+    images += at.epoch.seen - seen;
     at.seconds += resnet::seconds_since(t0);
     t0 = std::chrono::steady_clock::now();
     if (r.log) {
       r.log->step(at.step + 1, value, lr);
     }
-    // Crash-safety tests: RESNET_CRASH_AT=step:N, after optimizer step N.
-    resnet::crash_point("step:" + std::to_string(++at.step));
+    ++at.step;
+#ifdef RESNET_CRASH_TESTS // the tests' build: RESNET_CRASH_AT=step:N
+    resnet::crash_point("step:" + std::to_string(at.step));
+#endif
     bar.update(b->index + 1, at.epoch.to_string(), images);
-    if (sum[3] > 0) {
+    if (stop) {
       return std::nullopt;
     }
   }
@@ -363,7 +347,7 @@ void end_epoch(Run& r, double images_per_second) {
     return;
   }
   std::cout << m.to_string(r.args.epochs) << "\n";
-  r.log->epoch(m); // curves.png where gnuplot is installed
+  r.log->epoch(m); // metrics.csv and curves.svg
   if (m.test_accuracy > at.best) {
     at.best = m.test_accuracy;
     resnet::save_state_dict(*r.model, r.args.out + "/best.pt");
@@ -451,15 +435,11 @@ int main(int argc, char** argv) try {
   std::filesystem::create_directories(a.out);
   const bool resumed = a.resume && resume(r);
   r.group->expect_same(r.at.step, "step to resume from (is --out shared?)");
-  // Rank 0's weights to all. On a GPU the gradients go out in buckets
-  // during backward; on the CPU, where each collective costs more than the
-  // overlap gains (README), in as few as possible after it.
-  auto sending = resnet::distributed::DataParallelOptions();
-  if (!r.device.is_cuda()) {
-    sending.overlap(false).first_bucket_bytes(sending.bucket_bytes());
-  }
+  // Rank 0's weights to all; the gradients averaged as the device suits.
   r.parallel = std::make_unique<resnet::distributed::DataParallel>(
-      *r.model, *r.group, sending);
+      *r.model,
+      *r.group,
+      resnet::distributed::DataParallelOptions::for_device(r.device));
   if (r.talk) {
     r.log = std::make_unique<resnet::TrainingLog>(
         a.out,

@@ -1,11 +1,11 @@
-// The walks of <resnet/checkpoint.h> over a hostile pickle: the state-dict
+// The walks of <resnet/io/checkpoint.h> over a hostile pickle: the state-dict
 // search (by default and by entry), the module flattening and the listing
 // of inspect_checkpoint. Every persistent id resolves to one small storage,
 // so that the pickle's own tensor-rebuilding calls put tensors in the tree
 // where it likes.
 #include "fuzz_support.h"
 
-#include <resnet/checkpoint.h>
+#include <resnet/io/checkpoint.h>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace resnet::detail;

@@ -2,8 +2,8 @@
 // every channel mode, then the classifier's preprocessing.
 #include "fuzz_support.h"
 
-#include <resnet/image.h>
-#include <resnet/transforms.h>
+#include <resnet/data/image.h>
+#include <resnet/data/transforms.h>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int channels : {0, 1, 3}) {

@@ -2,7 +2,7 @@
 // as the checkpoint tools do.
 #include "fuzz_support.h"
 
-#include <resnet/checkpoint.h>
+#include <resnet/io/checkpoint.h>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   resnet_fuzz::expect_clean_error([&] {

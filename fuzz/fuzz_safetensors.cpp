@@ -2,7 +2,7 @@
 // dtypes; every tensor it yields is read in full.
 #include "fuzz_support.h"
 
-#include <resnet/safetensors.h>
+#include <resnet/io/safetensors.h>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   resnet_fuzz::expect_clean_error([&] {

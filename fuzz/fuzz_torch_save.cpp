@@ -3,7 +3,7 @@
 // is looked for as load_state_dict does.
 #include "fuzz_support.h"
 
-#include <resnet/checkpoint.h>
+#include <resnet/io/checkpoint.h>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   resnet_fuzz::expect_clean_error([&] {

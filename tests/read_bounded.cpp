@@ -15,8 +15,8 @@
 // value of each KEY that read_state_dict returned or load_state_dict
 // loaded.
 
-#include <resnet/checkpoint.h>
-#include <resnet/weights.h>
+#include <resnet/io/checkpoint.h>
+#include <resnet/io/weights.h>
 
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>

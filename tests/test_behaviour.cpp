@@ -3,6 +3,8 @@
 
 #include "test_support.h"
 
+#include <resnet/data/transforms.h>
+
 #include <cmath>
 #include <cstdlib>
 

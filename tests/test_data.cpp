@@ -8,7 +8,7 @@
 #include <resnet/data/cifar.h>
 #include <resnet/data/datasets.h>
 #include <resnet/data/idx.h>
-#include <resnet/image.h>
+#include <resnet/data/image.h>
 
 #include <png.h>
 #include <turbojpeg.h>

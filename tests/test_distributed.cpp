@@ -1,14 +1,14 @@
-// Data-parallel training (include/resnet/distributed.h): two processes with
-// half a batch each take the same step as one process with the whole batch;
-// a peer that dies or never comes makes the other fail within its timeout;
-// torchrun's environment is read strictly.
+// Data-parallel training (include/resnet/train/distributed.h): two
+// processes with half a batch each take the same step as one process with the
+// whole batch; a peer that dies or never comes makes the other fail within its
+// timeout; torchrun's environment is read strictly.
 //
 // The multi-process tests start this test binary again as the workers
 // (DistributedWorker.*, chosen by RESNET_DIST_CASE), on loopback.
 
 #include "test_support.h"
 
-#include <resnet/distributed.h>
+#include <resnet/train/distributed.h>
 
 #include <torch/serialize.h>
 #include <torch/torch.h>

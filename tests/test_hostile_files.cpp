@@ -10,7 +10,7 @@
 
 #include "test_support.h"
 
-#include <resnet/detail/read_budget.h>
+#include <resnet/io/detail/read_budget.h>
 
 #include <nlohmann/json.hpp>
 

@@ -2,7 +2,7 @@
 
 #include "test_support.h"
 
-#include <resnet/training.h>
+#include <resnet/train.h>
 
 #include <cmath>
 
@@ -243,31 +243,32 @@ TEST(Fused, BlocksFuseThemselves) {
   }
   const auto x64 = torch::randn({2, 64, 16, 16});
   const auto x16 = torch::randn({2, 16, 16, 16});
-  auto fused_projection = projection->fused("p");
+  auto fused_projection = resnet::fuse_block(projection, "p");
   EXPECT_FALSE(fused_projection->downsample.is_empty());
   EXPECT_EQ(fused_projection->convs.size(), 3u);
   EXPECT_LE(
       relative_error(fused_projection->forward(x64), projection->forward(x64)),
       1e-5);
   EXPECT_LE(
-      relative_error(zero_pad->fused()->forward(x16), zero_pad->forward(x16)),
+      relative_error(
+          resnet::fuse_block(zero_pad)->forward(x16), zero_pad->forward(x16)),
       1e-5);
   EXPECT_LE(
-      relative_error(identity->fused()->forward(x16), identity->forward(x16)),
+      relative_error(
+          resnet::fuse_block(identity)->forward(x16), identity->forward(x16)),
       1e-5);
 
   // What cannot be folded is refused by name, never dropped.
   resnet::BasicBlock<> se(
       resnet::BlockOptions(16, 16).attention(resnet::Attention::SqueezeExcite));
   EXPECT_TRUE(contains(
-      error_of([&] { se->fused("layer9.9"); }),
+      error_of([&] { resnet::fuse_block(se, "layer9.9"); }),
       "cannot fuse layer9.9: attention modules"));
   auto model = resnet::resnet18();
   model->stages[0]->push_back(torch::nn::Identity());
   const auto message = error_of([&] { resnet::fuse_for_inference(model); });
-  EXPECT_TRUE(
-      contains(message, "cannot fuse layer1.2: it is torch::nn::Identity"))
-      << message;
+  EXPECT_TRUE(contains(message, "layer1.2 is torch::nn::Identity")) << message;
+  EXPECT_TRUE(contains(message, "not one of the network's blocks")) << message;
 }
 
 TEST(Fused, StateNamesFollowTheSourceNetwork) {
@@ -761,6 +762,20 @@ TEST(CudaGraphTrainStep, ReplaysMatchEagerStepsOnTheGpu) {
   EXPECT_TRUE(contains(
       error_of([&] { step(x0.narrow(0, 0, 4), y0.narrow(0, 0, 4)); }),
       "was captured for images"));
+  // run() takes any batch: a shorter one runs the same step eagerly, one
+  // shaped like the capture is replayed.
+  for (const int64_t n : {int64_t{4}, x0.size(0)}) {
+    const int64_t k = n == 4 ? 5 : 6;
+    const auto next = batch(k);
+    const auto x = next.first.narrow(0, 0, n), y = next.second.narrow(0, 0, n);
+    resnet::set_learning_rate(eager_sgd, rate(k));
+    resnet::set_learning_rate(graphed_sgd, rate(k));
+    const auto [expected_loss, expected_logits] = eager_step(x, y);
+    EXPECT_LE(relative_error(step.run(x, y), expected_loss), 1e-4) << n;
+    ASSERT_EQ(step.output().size(0), n);
+    EXPECT_LE(relative_error(step.output(), expected_logits), 1e-4) << n;
+  }
+  expect_same_network("after an eager and a replayed run()");
 
   // torch::optim::SGD's rate is frozen in the graph: a change is refused.
   torch::optim::SGD plain(graphed->parameters(), options);

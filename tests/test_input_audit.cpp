@@ -5,8 +5,14 @@
 
 #include "test_support.h"
 
+#include <resnet/data/cifar.h>
+#include <resnet/data/idx.h>
+#include <resnet/data/image.h>
+#include <resnet/data/transforms.h>
+
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 namespace fs = std::filesystem;
 using resnet::ResNetOptions;
@@ -241,4 +247,80 @@ TEST(InputPolicy, PathsThatAreNotCheckpoints) {
         error_of([&] { resnet::inspect_checkpoint(path.string()); }).empty());
   }
   EXPECT_TRUE(unchanged(*model, before));
+}
+
+TEST(ErrorConvention, EveryReaderStartsWithResnetAndNamesTheFile) {
+  const auto dir = resnet_test::work_dir("audit/errors");
+  const std::vector<std::pair<std::string, std::string>> contents = {
+      {"empty.bin", ""},
+      {"text.bin", "not a weight file, an image or a dataset"},
+      {"zip.bin", std::string("PK\x03\x04", 4) + std::string(60, 'x')},
+      {"legacy.bin",
+       std::string(
+           "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", 14)},
+      {"safetensors.bin",
+       std::string("\x0c\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}    ", 20)},
+      {"gzip.bin", std::string("\x1f\x8b\x08\x00\x00\x00\x00\x00xx", 10)},
+      {"png.bin", std::string("\x89PNG\r\n\x1a\n\x00\x00", 10)},
+      {"jpeg.bin", std::string("\xff\xd8\xff\xe0\x00\x10", 6)},
+      {"idx.bin", std::string("\x00\x00\x08\x03\x00\x00\x00\x05", 8)},
+  };
+  std::vector<std::string> paths;
+  for (const auto& [name, bytes] : contents) {
+    const auto path = (dir / name).string();
+    std::ofstream(path, std::ios::binary) << bytes;
+    paths.push_back(path);
+  }
+  paths.push_back((dir / "missing.bin").string());
+  paths.push_back(dir.string()); // a folder
+  auto model = tiny();
+  const std::vector<
+      std::pair<const char*, std::function<void(const std::string&)>>>
+      readers = {
+          {"read_file", [](const auto& p) { resnet::read_file(p); }},
+          {"read_state_dict",
+           [](const auto& p) { resnet::read_state_dict(p); }},
+          {"inspect_checkpoint",
+           [](const auto& p) { resnet::inspect_checkpoint(p); }},
+          {"load_state_dict",
+           [&](const auto& p) { resnet::load_state_dict(*model, p); }},
+          {"read_safetensors",
+           [](const auto& p) { resnet::read_safetensors(p); }},
+          {"read_image", [](const auto& p) { resnet::read_image(p); }},
+          {"read_idx", [](const auto& p) { resnet::data::read_idx(p); }},
+          {"read_cifar",
+           [](const auto& p) {
+             resnet::data::read_cifar({p}, resnet::data::Cifar::Ten);
+           }},
+      };
+  int refused = 0;
+  for (const auto& [reader, read] : readers) {
+    for (const auto& path : paths) {
+      std::string message;
+      try {
+        read(path);
+        continue; // some readers take some of these files
+      } catch (const c10::Error& e) {
+        message = e.what_without_backtrace();
+      }
+      ++refused;
+      EXPECT_EQ(message.rfind("resnet: ", 0), 0u)
+          << reader << "(" << path << "): " << message;
+      EXPECT_TRUE(contains(message, path))
+          << reader << "(" << path << "): " << message;
+    }
+  }
+  // read_file reads any regular file; every other reader refuses all of
+  // these, and nobody reads a missing file or a folder.
+  EXPECT_EQ(
+      refused,
+      static_cast<int>((readers.size() - 1) * paths.size() + 2));
+  // Bytes in memory have no file to name; the prefix is the same.
+  for (const auto& [name, bytes] : contents) {
+    const auto message = error_of([&] {
+      resnet::decode_image(
+          reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    });
+    EXPECT_EQ(message.rfind("resnet: ", 0), 0u) << name << ": " << message;
+  }
 }

@@ -4,6 +4,7 @@
 
 #include <resnet/data/augment.h>
 #include <resnet/data/loader.h>
+#include <resnet/train/losses.h>
 
 #include <algorithm>
 #include <atomic>
@@ -788,17 +789,16 @@ TEST(Augment, SoftCrossEntropyMatchesCrossEntropy) {
   const auto t = torch::randint(0, 10, {16}, torch::kLong);
   const auto one_hot = resnet::data::smoothed_one_hot(t, 10);
   EXPECT_TRUE(torch::allclose(
-      resnet::data::soft_cross_entropy(logits, one_hot),
+      resnet::soft_cross_entropy(logits, one_hot),
       F::cross_entropy(logits, t)));
   const auto smooth = resnet::data::smoothed_one_hot(t, 10, 0.1);
   EXPECT_TRUE(torch::allclose(
-      resnet::data::soft_cross_entropy(logits, smooth),
+      resnet::soft_cross_entropy(logits, smooth),
       F::cross_entropy(
           logits, t, F::CrossEntropyFuncOptions().label_smoothing(0.1))));
   EXPECT_TRUE(contains(
-      error_of([&] {
-        resnet::data::soft_cross_entropy(logits, one_hot.slice(1, 0, 9));
-      }),
+      error_of(
+          [&] { resnet::soft_cross_entropy(logits, one_hot.slice(1, 0, 9)); }),
       "resnet: soft_cross_entropy expects soft targets [16, 10] like "
       "the logits, got Float [16, 9]"));
 }
@@ -809,16 +809,16 @@ TEST(Augment, CrossEntropyTakesClassIndicesOrSoftTargets) {
   const auto logits = torch::randn({8, 5});
   const auto t = torch::randint(0, 5, {8}, torch::kLong);
   EXPECT_TRUE(torch::allclose(
-      resnet::data::cross_entropy(logits, t, 0.2),
+      resnet::cross_entropy(logits, t, 0.2),
       F::cross_entropy(
           logits, t, F::CrossEntropyFuncOptions().label_smoothing(0.2))));
   EXPECT_TRUE(torch::allclose(
-      resnet::data::cross_entropy(logits, t), F::cross_entropy(logits, t)));
+      resnet::cross_entropy(logits, t), F::cross_entropy(logits, t)));
   // Soft targets carry their own smoothing; the argument is not applied again.
   const auto soft = resnet::data::smoothed_one_hot(t, 5, 0.2);
   EXPECT_TRUE(torch::allclose(
-      resnet::data::cross_entropy(logits, soft, 0.2),
-      resnet::data::soft_cross_entropy(logits, soft)));
+      resnet::cross_entropy(logits, soft, 0.2),
+      resnet::soft_cross_entropy(logits, soft)));
 }
 
 TEST(Augment, RejectsBadArguments) {

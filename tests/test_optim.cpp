@@ -1,10 +1,10 @@
-// ForeachSGD and ForeachAdamW (include/resnet/optim.h) against the
+// ForeachSGD and ForeachAdamW (include/resnet/train/optim.h) against the
 // optimizers they replace, torch::optim::SGD and torch::optim::AdamW: the
 // same parameters after every step, and checkpoints that load into either.
 
 #include "test_support.h"
 
-#include <resnet/optim.h>
+#include <resnet/train/optim.h>
 
 #include <torch/serialize.h>
 #include <torch/torch.h>

@@ -7,7 +7,7 @@
 
 #include "test_support.h"
 
-#include <resnet/safetensors.h>
+#include <resnet/io/safetensors.h>
 
 #include <nlohmann/json.hpp>
 
@@ -33,7 +33,7 @@ fs::path fixture(const std::string& name) {
 }
 
 std::string read_bytes(const fs::path& path) {
-  const auto v = resnet::detail::read_file(path.string());
+  const auto v = resnet::read_file(path.string());
   return std::string(v.begin(), v.end());
 }
 

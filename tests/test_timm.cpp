@@ -384,7 +384,7 @@ TEST(TimmOptions, BadValuesAreRefusedClearly) {
   msg = error_of([] {
     resnet::Bottleneck<>(resnet::BlockOptions(64, 16).drop_path(2.0));
   });
-  EXPECT_TRUE(contains(msg, "drop_path in [0, 1], got 2")) << msg;
+  EXPECT_TRUE(contains(msg, "drop_path must be in [0, 1], got 2")) << msg;
 }
 
 TEST(TimmOptions, RowFieldsConflictingWithOptionsAreRefused) {

@@ -1,12 +1,13 @@
-// The torch.save reader and writer (resnet/detail/torch_save.h): every layout
-// torch.save produces, compared bit for bit with what Python wrote
+// The torch.save reader and writer (resnet/io/detail/torch_save.h): every
+// layout torch.save produces, compared bit for bit with what Python wrote
 // (tests/python/make_torch_files.py, run before the tests), bad and hostile
 // input, and the writer's files read back.
 
 #include "test_support.h"
 
-#include <resnet/detail/pickle.h>
-#include <resnet/detail/torch_save.h>
+#include <resnet/io/detail/pickler.h>
+#include <resnet/io/detail/unpickler.h>
+#include <resnet/io/detail/torch_save.h>
 
 #include <nlohmann/json.hpp>
 
@@ -31,7 +32,7 @@ using resnet_test::error_of;
 const fs::path kFixtures = fs::path(RESNET_FIXTURE_DIR) / "torch_files";
 
 std::vector<char> file_bytes(const fs::path& path) {
-  return resnet::detail::read_file(path.string());
+  return resnet::read_file(path.string());
 }
 
 PyValue read_bytes(const std::vector<char>& b) {

@@ -1,11 +1,11 @@
-// The training-loop parts of include/resnet/training.h: the schedule,
+// The training-loop parts of include/resnet/train/: the schedule,
 // checkpoints that survive a process killed while writing them, the logs,
 // the confusion matrix and the progress line.
 
 #include "test_support.h"
 
-#include <resnet/optim.h>
-#include <resnet/training.h>
+#include <resnet/train.h>
+#include <resnet/train/optim.h>
 
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
@@ -255,6 +255,55 @@ TEST(TrainingLog, WritesRowsAndKeepsOnlyCheckpointedRowsOnResume) {
   EXPECT_TRUE(contains(metrics, "epoch,lr,train_loss"));
   EXPECT_TRUE(contains(metrics, "\n1,0,0,0,0,0.5,0,0\n"));
   EXPECT_FALSE(contains(metrics, "\n2,"));
+}
+
+TEST(TrainingLog, DrawsCurvesAsSvgWithoutAShellWhateverTheFolderIsNamed) {
+  // A name a shell would split, unquote or run: it is only ever a path.
+  const auto parent = resnet_test::work_dir("training/hostile_name");
+  const auto dir = parent / "it's a \"run\" $(touch x) `touch y`\nz";
+  std::filesystem::create_directories(dir);
+  {
+    resnet::TrainingLog log(dir.string(), std::nullopt, 1);
+    resnet::EpochMetrics m;
+    for (int64_t e = 1; e <= 3; ++e) {
+      m.epoch = e;
+      m.train_loss = 1.0 / static_cast<double>(e);
+      m.test_loss = e == 2 ? std::nan("") : 2.0 / static_cast<double>(e);
+      m.train_accuracy = 0.5 + 0.1 * static_cast<double>(e);
+      m.test_accuracy = 0.4 + 0.1 * static_cast<double>(e);
+      log.epoch(m);
+    }
+  }
+  for (const auto& where : {std::filesystem::current_path(), parent, dir}) {
+    EXPECT_FALSE(std::filesystem::exists(where / "x")) << where;
+    EXPECT_FALSE(std::filesystem::exists(where / "y")) << where;
+  }
+  const auto svg = read_text(dir / "curves.svg");
+  EXPECT_EQ(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u);
+  EXPECT_TRUE(contains(svg, "</svg>\n"));
+  EXPECT_TRUE(contains(svg, ">loss</text>")) << svg;
+  EXPECT_TRUE(contains(svg, ">accuracy (%)</text>")) << svg;
+  // Four lines: train and test in each chart; the test loss of epoch 2 (NaN)
+  // is left out of its line.
+  std::vector<size_t> points;
+  for (size_t at = svg.find("points=\""); at != std::string::npos;
+       at = svg.find("points=\"", at + 1)) {
+    const auto end = svg.find('"', at + 8);
+    const auto list = svg.substr(at + 8, end - at - 8);
+    points.push_back(
+        static_cast<size_t>(std::count(list.begin(), list.end(), ',')));
+  }
+  EXPECT_EQ(points, (std::vector<size_t>{3, 2, 3, 3})) << svg;
+  EXPECT_FALSE(std::filesystem::exists(dir / "curves.png"));
+}
+
+TEST(LineCharts, EscapeTextAndSurviveEmptyAndFlatSeries) {
+  const auto svg = resnet::line_charts_svg(
+      {{"a <b> & \"c\"", "x", {{"flat", {1, 2}, {5, 5}}}},
+       {"empty", "x", {{"none", {}, {}}, {"gap", {1}, {std::nan("")}}}}});
+  EXPECT_TRUE(contains(svg, ">a &lt;b&gt; &amp; &quot;c&quot;</text>")) << svg;
+  EXPECT_FALSE(contains(svg, "nan")) << svg;
+  EXPECT_FALSE(contains(svg, "inf")) << svg;
 }
 
 TEST(ConfusionMatrix, CountsAccuracyAndPerClass) {

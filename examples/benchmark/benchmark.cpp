@@ -16,16 +16,21 @@
 //
 // Build it alone against an installed resnet package:
 //   find_package(resnet CONFIG REQUIRED)
+//   find_package(CLI11 CONFIG REQUIRED)                     # libcli11-dev
 //   add_executable(resnet_benchmark benchmark.cpp)
-//   target_link_libraries(resnet_benchmark PRIVATE resnet::resnet)
+//   target_link_libraries(resnet_benchmark PRIVATE resnet::resnet CLI11::CLI11)
 
-#include <resnet/cuda_graph.h>
-#include <resnet/inference.h>
-#include <resnet/memory.h>
-#include <resnet/precision.h>
+#include <resnet/inference/cuda_graph.h>
+#include <resnet/inference/fold.h>
+#include <resnet/inference/memory.h>
+#include <resnet/inference/precision.h>
 #include <resnet/resnet.h>
+#include <resnet/train/cuda_graph_step.h>
+#include <resnet/train/grad_scaler.h>
+#include <resnet/train/optim.h>
 
 #include <torch/torch.h>
+#include <CLI/CLI.hpp>
 
 #if RESNET_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -40,37 +45,13 @@
 #include <functional>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 namespace {
-
-const char* kUsage = R"(usage: resnet_benchmark [options]
-  --arch NAME        architecture (default resnet18; see resnet::architectures)
-  --batch N          images per iteration (default 1)
-  --size HW          image height and width (default 224)
-  --mode M           infer or train (default infer)
-  --device D         cpu, cuda or cuda:N (default: cuda if available)
-  --dtype T          fp32, bf16 or fp16 (default fp32; fp16 needs cuda)
-  --channels-last    network and input in channels_last memory format
-  --fuse             fold batch norms into convolutions (inference)
-  --cpu-kernels K    with --fuse on the CPU: onednn-fused, onednn-layout or
-                     aten (default: onednn-fused where LibTorch has it)
-  --gpu-kernels K    with --fuse on CUDA: cudnn-fused (convolution, bias,
-                     addition and ReLU in one cuDNN call; default) or aten
-  --cuda-graph       capture one iteration as a CUDA graph, replay it (in
-                     training: the whole step; fp32 or bf16)
-  --stem S           auto, imagenet or cifar (default auto: cifar up to 64x64)
-  --classes N        classifier outputs (default 1000, 10 with the cifar stem)
-  --cache-memory     keep freed CPU tensor memory for reuse
-                     (resnet::enable_cpu_memory_cache)
-  --threads N        CPU threads (default $OMP_NUM_THREADS, else all cores)
-  --warmup N         untimed iterations first (default 3)
-  --iters N          timed iterations (default 20)
-  --json             print one JSON object instead of text
-)";
 
 struct Args {
   std::string arch = "resnet18";
@@ -93,121 +74,63 @@ struct Args {
   bool json = false;
 };
 
-// A command-line problem, or --help: main prints it with the usage and
-// exits with `code`.
-struct UsageError {
-  std::string problem;
-  int code = 2;
-};
-
-[[noreturn]] void usage(const std::string& problem, int code = 2) {
-  throw UsageError{problem, code};
-}
-
-int64_t whole_number(const std::string& flag, const std::string& text) {
-  try {
-    size_t used = 0;
-    const auto n = std::stoll(text, &used);
-    if (used == text.size()) {
-      return n;
-    }
-  } catch (const std::exception&) {
-  }
-  usage(flag + " expects a whole number, got '" + text + "'");
-}
-
+// The command line. --help prints the flags and exits 0; a mistake says
+// what is wrong and exits 2.
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        usage(flag + " needs a value");
-      }
-      return argv[++i];
-    };
-    if (flag == "--help" || flag == "-h") {
-      usage("", 0);
-    } else if (flag == "--arch") {
-      a.arch = value();
-    } else if (flag == "--batch") {
-      a.batch = whole_number(flag, value());
-    } else if (flag == "--size") {
-      a.size = whole_number(flag, value());
-    } else if (flag == "--mode") {
-      a.mode = value();
-    } else if (flag == "--device") {
-      a.device = value();
-    } else if (flag == "--dtype") {
-      a.dtype = value();
-    } else if (flag == "--channels-last") {
-      a.channels_last = true;
-    } else if (flag == "--fuse") {
-      a.fuse = true;
-    } else if (flag == "--cpu-kernels") {
-      a.cpu_kernels = value();
-    } else if (flag == "--gpu-kernels") {
-      a.gpu_kernels = value();
-    } else if (flag == "--cuda-graph") {
-      a.cuda_graph = true;
-    } else if (flag == "--cache-memory") {
-      a.cache_memory = true;
-    } else if (flag == "--stem") {
-      a.stem = value();
-    } else if (flag == "--classes") {
-      a.classes = whole_number(flag, value());
-    } else if (flag == "--threads") {
-      a.threads = whole_number(flag, value());
-    } else if (flag == "--warmup") {
-      a.warmup = whole_number(flag, value());
-    } else if (flag == "--iters") {
-      a.iters = whole_number(flag, value());
-    } else if (flag == "--json") {
-      a.json = true;
-    } else {
-      usage("unknown argument '" + flag + "'");
+  CLI::App app("Measures how fast a ResNet runs.", "resnet_benchmark");
+  // --help shows the defaults, and the last of a repeated flag counts.
+  app.option_defaults()->always_capture_default()->multi_option_policy(
+      CLI::MultiOptionPolicy::TakeLast);
+  const auto max = std::numeric_limits<int64_t>::max();
+  const auto positive = CLI::Range(int64_t{1}, max, "POSITIVE");
+  const auto whole = CLI::Range(int64_t{0}, max, "NONNEGATIVE");
+  const auto opt = [&](auto&&... o) { return app.add_option(o...); };
+  const auto flag = [&](auto&&... o) { return app.add_flag(o...); };
+  opt("--arch", a.arch, "architecture (see resnet::architectures)");
+  opt("--batch", a.batch, "images per iteration")->check(positive);
+  opt("--size", a.size, "image height and width")->check(positive);
+  opt("--mode", a.mode, "")->check(CLI::IsMember({"infer", "train"}));
+  opt("--device", a.device, "cpu, cuda or cuda:N (default: cuda if any)");
+  opt("--dtype", a.dtype, "fp16 needs cuda")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  flag("--channels-last", a.channels_last, "network and input channels_last");
+  auto* fuse =
+      flag("--fuse", a.fuse, "fold batch norms into convolutions (inference)");
+  opt("--cpu-kernels",
+      a.cpu_kernels,
+      "with --fuse on the CPU (default: onednn-fused where LibTorch has it)")
+      ->check(CLI::IsMember({"onednn-fused", "onednn-layout", "aten"}))
+      ->needs(fuse);
+  opt("--gpu-kernels",
+      a.gpu_kernels,
+      "with --fuse on CUDA (default: cudnn-fused, one cuDNN call for "
+      "convolution, bias, addition and ReLU)")
+      ->check(CLI::IsMember({"cudnn-fused", "aten"}))
+      ->needs(fuse);
+  flag("--cuda-graph", a.cuda_graph, "replay one iteration as a CUDA graph");
+  opt("--stem", a.stem, "auto: cifar up to 64x64")
+      ->check(CLI::IsMember({"auto", "imagenet", "cifar"}));
+  opt("--classes", a.classes, "classifier outputs (0: 1000, 10 with cifar)")
+      ->check(whole);
+  flag("--cache-memory", a.cache_memory, "resnet::enable_cpu_memory_cache");
+  opt("--threads", a.threads, "CPU threads (0: $OMP_NUM_THREADS, else all)")
+      ->check(CLI::Range(0, 4096));
+  opt("--warmup", a.warmup, "untimed iterations first")->check(whole);
+  opt("--iters", a.iters, "timed iterations")->check(positive);
+  flag("--json", a.json, "print one JSON object instead of text");
+  try {
+    app.parse(argc, argv);
+    if (a.mode == "train" && a.fuse) {
+      throw CLI::ValidationError("--fuse is for --mode infer");
     }
-  }
-  if (a.batch < 1 || a.size < 1 || a.iters < 1 || a.warmup < 0 ||
-      a.threads < 0 || a.threads > 4096 || a.classes < 0) {
-    usage(
-        "--batch, --size and --iters must be >= 1; --warmup, --threads and "
-        "--classes >= 0; --threads at most 4096");
-  }
-  if (a.mode != "infer" && a.mode != "train") {
-    usage("--mode expects infer or train, got '" + a.mode + "'");
-  }
-  if (a.dtype != "fp32" && a.dtype != "bf16" && a.dtype != "fp16") {
-    usage("--dtype expects fp32, bf16 or fp16, got '" + a.dtype + "'");
-  }
-  if (a.stem != "auto" && a.stem != "imagenet" && a.stem != "cifar") {
-    usage("--stem expects auto, imagenet or cifar, got '" + a.stem + "'");
-  }
-  if (!a.cpu_kernels.empty() && a.cpu_kernels != "onednn-fused" &&
-      a.cpu_kernels != "onednn-layout" && a.cpu_kernels != "aten") {
-    usage(
-        "--cpu-kernels expects onednn-fused, onednn-layout or aten, got '" +
-        a.cpu_kernels + "'");
-  }
-  if (!a.cpu_kernels.empty() && !a.fuse) {
-    usage("--cpu-kernels applies to --fuse");
-  }
-  if (!a.gpu_kernels.empty() && a.gpu_kernels != "cudnn-fused" &&
-      a.gpu_kernels != "aten") {
-    usage(
-        "--gpu-kernels expects cudnn-fused or aten, got '" + a.gpu_kernels +
-        "'");
-  }
-  if (!a.gpu_kernels.empty() && !a.fuse) {
-    usage("--gpu-kernels applies to --fuse");
-  }
-  if (a.mode == "train" && a.fuse) {
-    usage("--fuse is for --mode infer");
-  }
-  if (a.mode == "train" && a.cuda_graph && a.dtype == "fp16") {
-    usage(
-        "--cuda-graph in training runs fp32 or bf16 (fp16 loss scaling reads "
-        "the gradients on the host)");
+    if (a.mode == "train" && a.cuda_graph && a.dtype == "fp16") {
+      throw CLI::ValidationError(
+          "--cuda-graph in training runs fp32 or bf16 (fp16 loss scaling "
+          "reads the gradients on the host)");
+    }
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e) == 0 ? 0 : 2);
   }
   return a;
 }
@@ -428,12 +351,6 @@ int main(int argc, char** argv) try {
   }
   std::cout << out.str();
   return 0;
-} catch (const UsageError& u) {
-  if (!u.problem.empty()) {
-    std::cerr << "resnet_benchmark: " << u.problem << "\n";
-  }
-  (u.code ? std::cerr : std::cout) << kUsage;
-  return u.code;
 } catch (const c10::Error& e) {
   std::cerr << "resnet_benchmark: " << e.what_without_backtrace() << "\n";
   return 1;

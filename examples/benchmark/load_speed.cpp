@@ -15,8 +15,8 @@
 //   add_executable(resnet_load_speed load_speed.cpp)
 //   target_link_libraries(resnet_load_speed PRIVATE resnet::resnet)
 
-#include <resnet/models.h>
-#include <resnet/weights.h>
+#include <resnet/io/weights.h>
+#include <resnet/model/models.h>
 
 #include <algorithm>
 #include <chrono>

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
+#include <c10/util/Optional.h>
 #include <torch/cuda.h>
 
 #include <algorithm>

@@ -1,22 +1,14 @@
 #pragma once
 
-// The public API of the resnet library. Decoding image files is in
-// <resnet/image.h>, which needs libpng and libjpeg-turbo, and
-// <resnet/data/*.h>, which need zlib.
+// The library for running ResNets: the networks (<resnet/model.h>), their
+// weight files (<resnet/io.h>) and fast inference (<resnet/inference.h>).
+// Training is in <resnet/train.h>, datasets and image decoding in
+// <resnet/data.h>; each folder under resnet/ is one layer, and its headers
+// can be included alone.
 
-#include <resnet/blocks.h>
-#include <resnet/checkpoint.h>
-#include <resnet/cuda_graph.h>
+#include <resnet/config.h>
 #include <resnet/device.h>
 #include <resnet/inference.h>
-#include <resnet/memory.h>
-#include <resnet/models.h>
-#include <resnet/network.h>
-#include <resnet/norm.h>
-#include <resnet/optim.h>
-#include <resnet/options.h>
-#include <resnet/precision.h>
-#include <resnet/safetensors.h>
-#include <resnet/transforms.h>
+#include <resnet/io.h>
+#include <resnet/model.h>
 #include <resnet/version.h>
-#include <resnet/weights.h>

@@ -8,9 +8,13 @@
 
 namespace resnet {
 
+/// The major version, `RESNET_VERSION_MAJOR`.
 inline constexpr int kVersionMajor = RESNET_VERSION_MAJOR;
+/// The minor version, `RESNET_VERSION_MINOR`.
 inline constexpr int kVersionMinor = RESNET_VERSION_MINOR;
+/// The patch version, `RESNET_VERSION_PATCH`.
 inline constexpr int kVersionPatch = RESNET_VERSION_PATCH;
+/// The version as text, "MAJOR.MINOR.PATCH".
 inline constexpr const char* kVersion = "0.1.0";
 
 } // namespace resnet

@@ -111,26 +111,32 @@ def main():
 
     bad = [
         (["--arch", "resnet7"], 1, "unknown architecture"),
-        (["--batch", "x"], 2, "--batch expects a whole number"),
-        (["--mode", "eval"], 2, "--mode expects infer or train"),
-        (["--dtype", "fp8"], 2, "--dtype expects fp32, bf16 or fp16"),
+        (["--batch", "x"], 2, "--batch: Value x not in range 1"),
+        (["--threads", "5000"], 2, "--threads: Value 5000 not in range 0 to 4096"),
+        (["--mode", "eval"], 2, "--mode: eval not in {infer,train}"),
+        (["--dtype", "fp8"], 2, "--dtype: fp8 not in {fp32,bf16,fp16}"),
         (["--mode", "train", "--fuse"], 2, "--fuse is for --mode infer"),
         (["--mode", "train", "--cuda-graph", "--dtype", "fp16"], 2,
          "--cuda-graph in training runs fp32 or bf16"),
         (["--mode", "train", "--cuda-graph"], 1, "--cuda-graph needs --device cuda"),
         (["--cuda-graph"], 1, "--cuda-graph needs --device cuda"),
         (["--dtype", "fp16"], 1, "fp16 needs --device cuda"),
-        (["--frobnicate"], 2, "unknown argument '--frobnicate'"),
-        (["--fuse", "--cpu-kernels", "mlas"], 2, "--cpu-kernels expects onednn-fused"),
-        (["--cpu-kernels", "aten"], 2, "--cpu-kernels applies to --fuse"),
-        (["--fuse", "--gpu-kernels", "cutlass"], 2, "--gpu-kernels expects cudnn-fused or aten"),
-        (["--gpu-kernels", "aten"], 2, "--gpu-kernels applies to --fuse"),
+        (["--frobnicate"], 2, "not expected: --frobnicate"),
+        (["--fuse", "--cpu-kernels", "mlas"], 2, "--cpu-kernels: mlas not in {onednn-fused,"),
+        (["--cpu-kernels", "aten"], 2, "--cpu-kernels requires --fuse"),
+        (["--fuse", "--gpu-kernels", "cutlass"], 2, "--gpu-kernels: cutlass not in {cudnn-fused,aten}"),
+        (["--gpu-kernels", "aten"], 2, "--gpu-kernels requires --fuse"),
     ]
     for flags, code, message in bad:
         r = run(cxx + small + flags)
         check(r.returncode == code and message in r.stderr,
               f"{' '.join(flags)}: exit {code} saying '{message}' (got {r.returncode}: "
               f"{r.stderr.strip().splitlines()[0] if r.stderr.strip() else ''})")
+
+    usage = run(cxx + ["--help"])
+    check(usage.returncode == 0 and all(f in usage.stdout for f in
+                                        ["--batch", "--cpu-kernels", "--json"]),
+          "--help lists the flags and exits 0")
 
     r = run(["bash", os.path.join(BENCH_DIR, "compare.sh"), "--cxx", a.benchmark,
              "--python", a.python, "--rows", "quick", "--rounds", "1", "--threads", "1"])

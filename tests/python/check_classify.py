@@ -124,7 +124,17 @@ def main():
     check(notckpt.returncode == 1 and "not a PyTorch checkpoint" in notckpt.stderr,
           "an image given as checkpoint is refused: " + notckpt.stderr.strip())
     usage = run([args.classify, "--weights", ckpt, images[0]])
-    check(usage.returncode == 2 and "--arch" in usage.stderr, "missing --arch is a usage error")
+    check(usage.returncode == 2 and "--arch is required" in usage.stderr,
+          "missing --arch is a usage error")
+    zero = run([args.classify, "--weights", ckpt, "--arch", "resnet18", "--topk", "0", images[0]])
+    check(zero.returncode == 2 and "--topk: Value 0 not in range 1" in zero.stderr,
+          "--topk 0 is a usage error: " + zero.stderr.strip())
+    noimage = run([args.classify, "--weights", ckpt, "--arch", "resnet18"])
+    check(noimage.returncode == 2 and "IMAGE is required" in noimage.stderr,
+          "no image is a usage error")
+    helped = run([args.classify, "--help"])
+    check(helped.returncode == 0 and "IMAGE" in helped.stdout and "--weights" in helped.stdout,
+          "--help lists the flags and exits 0")
 
     finish("classify")
 

@@ -10,11 +10,10 @@
 // the same result on every device and with any number of loader workers.
 // Not part of <resnet/resnet.h>.
 
-#include <resnet/detail/describe.h>
+#include <resnet/error.h>
 
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
-#include <torch/nn/functional/loss.h>
 #include <torch/types.h>
 
 #include <algorithm>
@@ -233,6 +232,7 @@ struct MixOptions {
 
 /// A mixed batch.
 struct Mixed {
+  /// [N, C, H, W] the mixed images, same dtype and device as the input.
   torch::Tensor images;
   /// [N, classes] float soft targets; each row sums to 1.
   torch::Tensor targets;
@@ -354,41 +354,6 @@ inline Mixed mixup_cutmix(
   return out;
 }
 
-/// Cross entropy with soft targets [N, classes] (mean over the batch), for
-/// `Mixed`: mean_i sum_k -targets[i, k] * log_softmax(logits)[i, k].
-inline torch::Tensor soft_cross_entropy(
-    const torch::Tensor& logits,
-    const torch::Tensor& soft_targets) {
-  TORCH_CHECK(
-      logits.defined() && logits.dim() == 2 && logits.is_floating_point(),
-      "resnet: soft_cross_entropy expects float logits [N, classes], got ",
-      resnet::detail::describe(logits));
-  TORCH_CHECK(
-      soft_targets.defined() && soft_targets.sizes() == logits.sizes(),
-      "resnet: soft_cross_entropy expects soft targets ",
-      logits.sizes(),
-      " like the logits, got ",
-      resnet::detail::describe(soft_targets));
-  return -(soft_targets * torch::log_softmax(logits, 1)).sum(1).mean();
-}
-
-/// The training loss for the targets `augment` returns: cross entropy with
-/// label smoothing for class indices [N], `soft_cross_entropy` for soft
-/// targets [N, classes] (mixed batches, smoothed when they were mixed).
-inline torch::Tensor cross_entropy(
-    const torch::Tensor& logits,
-    const torch::Tensor& targets,
-    double label_smoothing = 0) {
-  if (targets.defined() && targets.dim() == 2) {
-    return soft_cross_entropy(logits, targets);
-  }
-  return torch::nn::functional::cross_entropy(
-      logits,
-      targets,
-      torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(
-          label_smoothing));
-}
-
 /// A training policy for small images (CIFAR, Fashion-MNIST): a random crop
 /// of the zero-padded image, a horizontal flip, random erasing, then mixup or
 /// cutmix when either alpha is positive.
@@ -397,6 +362,7 @@ struct AugmentOptions {
   TORCH_ARG(int64_t, padding) = 4;
   /// Probability of a horizontal flip (0 for digits and characters).
   TORCH_ARG(double, flip) = 0.5;
+  /// Random erasing; timm's defaults (p = 0.25), `p(0)` turns it off.
   TORCH_ARG(ErasingOptions, erasing) = ErasingOptions();
   /// Mixing; off by default.
   TORCH_ARG(MixOptions, mix) = MixOptions().mixup_alpha(0).cutmix_alpha(0);

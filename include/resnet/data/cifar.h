@@ -15,6 +15,7 @@
 
 namespace resnet::data {
 
+/// Which CIFAR a binary file holds; it sets the record layout.
 enum class Cifar {
   Ten, ///< 1 label byte per record, 10 classes
   Hundred, ///< a coarse (20 classes) then a fine (100 classes) label byte
@@ -22,7 +23,9 @@ enum class Cifar {
 
 /// Images [N, 3, 32, 32] uint8 and their classes [N] int64.
 struct LabelledImages {
+  /// [N, 3, 32, 32] uint8 images, channels RGB.
   torch::Tensor images;
+  /// [N] int64 class indices (CIFAR-100: the fine labels).
   torch::Tensor targets;
 };
 

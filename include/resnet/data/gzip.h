@@ -3,7 +3,7 @@
 // Reading data files that may be gzip-compressed, with zlib (Debian:
 // zlib1g-dev; link ZLIB::ZLIB). Not part of <resnet/resnet.h>.
 
-#include <resnet/io.h>
+#include <resnet/io/files.h>
 
 #include <c10/util/Exception.h>
 #include <zlib.h>
@@ -102,7 +102,7 @@ inline std::vector<uint8_t> maybe_gunzip(
 inline std::vector<uint8_t> read_maybe_gzip(
     const std::string& path,
     size_t max_bytes = kMaxDecompressedBytes) {
-  const auto bytes = resnet::detail::read_file(path);
+  const auto bytes = resnet::read_file(path);
   return maybe_gunzip(
       reinterpret_cast<const uint8_t*>(bytes.data()),
       bytes.size(),

@@ -6,7 +6,7 @@
 // depends only on the seed, the epoch and the batch size. Independent of any
 // data set header. Not part of <resnet/resnet.h>.
 
-#include <resnet/detail/describe.h>
+#include <resnet/error.h>
 
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
@@ -160,6 +160,8 @@ class Loader {
   explicit Loader(const Dataset& dataset, LoaderOptions options = {})
       : Loader(dataset.images(), dataset.targets(), std::move(options)) {}
 
+  /// `images` [N, C, H, W] uint8 or floating point and `targets` [N] int64,
+  /// both in CPU memory, N >= 1; shared, not copied, unless not contiguous.
   Loader(
       torch::Tensor images,
       torch::Tensor targets,
@@ -255,6 +257,7 @@ class Loader {
     return batches_;
   }
 
+  /// The options it was made with.
   const LoaderOptions& options() const {
     return options_;
   }
