@@ -39,6 +39,7 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -59,6 +60,12 @@ struct Args {
   int64_t resize = 256;
   int64_t crop = 224;
   std::vector<std::string> images;
+};
+
+// A command-line problem, or --help: main prints it and exits with `code`.
+struct UsageError {
+  std::string text;
+  int code = 2;
 };
 
 // The command line. --help prints the flags and exits 0; a mistake says
@@ -88,7 +95,9 @@ Args parse_args(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    std::exit(app.exit(e) == 0 ? 0 : 2);
+    std::ostringstream out, err;
+    const int code = app.exit(e, out, err);
+    throw UsageError{out.str() + err.str(), code == 0 ? 0 : 2};
   }
   return a;
 }
@@ -170,6 +179,9 @@ int main(int argc, char** argv) try {
     }
   }
   return failures == 0 ? 0 : 1;
+} catch (const UsageError& u) {
+  (u.code ? std::cerr : std::cout) << u.text;
+  return u.code;
 } catch (const c10::Error& e) {
   std::cerr << "classify: " << e.what_without_backtrace() << "\n";
   return 1;

@@ -5,5 +5,5 @@
 #undef main
 
 #define RESNET_FUZZ_PARSE(argc, argv) \
-  (void)resnet::parse_device(parse(argc, argv).device)
+  (void)resnet::parse_device(parse_args(argc, argv).device)
 #include "fuzz_flags.h"

@@ -74,6 +74,12 @@ struct Args {
   bool json = false;
 };
 
+// A command-line problem, or --help: main prints it and exits with `code`.
+struct UsageError {
+  std::string text;
+  int code = 2;
+};
+
 // The command line. --help prints the flags and exits 0; a mistake says
 // what is wrong and exits 2.
 Args parse_args(int argc, char** argv) {
@@ -130,7 +136,9 @@ Args parse_args(int argc, char** argv) {
           "reads the gradients on the host)");
     }
   } catch (const CLI::ParseError& e) {
-    std::exit(app.exit(e) == 0 ? 0 : 2);
+    std::ostringstream out, err;
+    const int code = app.exit(e, out, err);
+    throw UsageError{out.str() + err.str(), code == 0 ? 0 : 2};
   }
   return a;
 }
@@ -351,6 +359,9 @@ int main(int argc, char** argv) try {
   }
   std::cout << out.str();
   return 0;
+} catch (const UsageError& u) {
+  (u.code ? std::cerr : std::cout) << u.text;
+  return u.code;
 } catch (const c10::Error& e) {
   std::cerr << "resnet_benchmark: " << e.what_without_backtrace() << "\n";
   return 1;

@@ -13,10 +13,14 @@
 // Build it alone against an installed resnet package:
 //   find_package(resnet CONFIG REQUIRED)
 //   add_executable(resnet_load_speed load_speed.cpp)
-//   target_link_libraries(resnet_load_speed PRIVATE resnet::resnet)
+//   find_package(CLI11 CONFIG REQUIRED)
+//   target_link_libraries(resnet_load_speed PRIVATE resnet::resnet
+//   CLI11::CLI11)
 
 #include <resnet/io/weights.h>
 #include <resnet/model/models.h>
+
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -25,6 +29,7 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -37,52 +42,29 @@ struct Args {
   bool json = false;
 };
 
-const char* kUsage =
-    "usage: resnet_load_speed --file PATH [--into ARCH] [--repeat N] "
-    "[--json]\n";
-
-// A command-line problem, or --help: main prints it with the usage and
-// exits with `code`.
+// A command-line problem, or --help: main prints it and exits with `code`.
 struct UsageError {
-  std::string problem;
+  std::string text;
   int code = 2;
 };
 
-[[noreturn]] void usage(const std::string& problem, int code = 2) {
-  throw UsageError{problem, code};
-}
-
 Args parse_args(int argc, char** argv) {
-  Args args;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      usage("", 0);
-    } else if (flag == "--json") {
-      args.json = true;
-    } else if (
-        (flag == "--file" || flag == "--into" || flag == "--repeat") &&
-        i + 1 < argc) {
-      const std::string value = argv[++i];
-      if (flag == "--file") {
-        args.file = value;
-      } else if (flag == "--into") {
-        args.into = value;
-      } else {
-        char* end = nullptr;
-        args.repeat = std::strtoll(value.c_str(), &end, 10);
-        if (*end != '\0' || args.repeat < 1) {
-          usage("--repeat expects a whole number >= 1, got '" + value + "'");
-        }
-      }
-    } else {
-      usage("unknown or incomplete flag '" + flag + "'");
-    }
+  Args a;
+  CLI::App app("Measures how fast a weight file loads.", "resnet_load_speed");
+  app.option_defaults()->always_capture_default();
+  app.add_option("--file", a.file, "the weight file")->required();
+  app.add_option("--into", a.into, "load into this architecture");
+  app.add_option("--repeat", a.repeat, "loads timed")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  app.add_flag("--json", a.json, "one JSON line");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::ostringstream out, err;
+    const int code = app.exit(e, out, err);
+    throw UsageError{out.str() + err.str(), code == 0 ? 0 : 2};
   }
-  if (args.file.empty()) {
-    usage("--file is required");
-  }
-  return args;
+  return a;
 }
 
 } // namespace
@@ -125,10 +107,7 @@ int main(int argc, char** argv) try {
   }
   return 0;
 } catch (const UsageError& u) {
-  if (!u.problem.empty()) {
-    std::cerr << "resnet_load_speed: " << u.problem << "\n";
-  }
-  (u.code ? std::cerr : std::cout) << kUsage;
+  (u.code ? std::cerr : std::cout) << u.text;
   return u.code;
 } catch (const c10::Error& e) {
   std::cerr << "resnet_load_speed: " << e.what_without_backtrace() << "\n";
