@@ -7,7 +7,7 @@
 # the GPU; otherwise against Debian's LibTorch, on the CPU.
 #
 #   bash scripts/demo.sh [train_classifier flags]     e.g. --epochs 2
-# Results: runs/fashion-mnist (metrics.csv, curves.png, summary.json, ...).
+# Results: runs/fashion-mnist (metrics.csv, curves.svg, summary.json, ...).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
