@@ -312,9 +312,7 @@ TEST(ErrorConvention, EveryReaderStartsWithResnetAndNamesTheFile) {
   }
   // read_file reads any regular file; every other reader refuses all of
   // these, and nobody reads a missing file or a folder.
-  EXPECT_EQ(
-      refused,
-      static_cast<int>((readers.size() - 1) * paths.size() + 2));
+  EXPECT_EQ(refused, static_cast<int>((readers.size() - 1) * paths.size() + 2));
   // Bytes in memory have no file to name; the prefix is the same.
   for (const auto& [name, bytes] : contents) {
     const auto message = error_of([&] {

@@ -6,8 +6,8 @@
 #include "test_support.h"
 
 #include <resnet/io/detail/pickler.h>
-#include <resnet/io/detail/unpickler.h>
 #include <resnet/io/detail/torch_save.h>
+#include <resnet/io/detail/unpickler.h>
 
 #include <nlohmann/json.hpp>
 

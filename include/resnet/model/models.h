@@ -125,10 +125,26 @@ struct Architecture {
 // clang-format on
 
 #define RESNET_DETAIL_UNPAREN(...) __VA_ARGS__
-#define RESNET_DETAIL_ROW(NAME, FAMILY, BLOCK, LAYERS, GROUPS, WIDTH, STEM, \
-                          STEM_WIDTH, AVG_DOWN, ATTENTION)                  \
-  {#NAME, Family::FAMILY, BlockKind::BLOCK, {RESNET_DETAIL_UNPAREN LAYERS}, \
-   GROUPS, WIDTH, StemType::STEM, STEM_WIDTH, AVG_DOWN,                    \
+#define RESNET_DETAIL_ROW(         \
+    NAME,                          \
+    FAMILY,                        \
+    BLOCK,                         \
+    LAYERS,                        \
+    GROUPS,                        \
+    WIDTH,                         \
+    STEM,                          \
+    STEM_WIDTH,                    \
+    AVG_DOWN,                      \
+    ATTENTION)                     \
+  {#NAME,                          \
+   Family::FAMILY,                 \
+   BlockKind::BLOCK,               \
+   {RESNET_DETAIL_UNPAREN LAYERS}, \
+   GROUPS,                         \
+   WIDTH,                          \
+   StemType::STEM,                 \
+   STEM_WIDTH,                     \
+   AVG_DOWN,                       \
    Attention::ATTENTION},
 
 /// Every architecture `resnet::create` knows, in the order
@@ -293,12 +309,13 @@ AnyResNet create(std::string_view name, const ResNetOptions& options = {}) {
 // says so.
 #define RESNET_DETAIL_BLOCK_Basic BasicBlock
 #define RESNET_DETAIL_BLOCK_Bottleneck Bottleneck
-#define RESNET_DETAIL_FACTORY(NAME, FAMILY, BLOCK, ...)                      \
-  template <class Norm = torch::nn::BatchNorm2d>                             \
-  ResNet<RESNET_DETAIL_BLOCK_##BLOCK<Norm>> NAME(                            \
-      const ResNetOptions& options = {}) {                                   \
-    return detail::make<RESNET_DETAIL_BLOCK_##BLOCK<Norm>,                   \
-                        detail::architecture_index(#NAME)>(options);         \
+#define RESNET_DETAIL_FACTORY(NAME, FAMILY, BLOCK, ...) \
+  template <class Norm = torch::nn::BatchNorm2d>        \
+  ResNet<RESNET_DETAIL_BLOCK_##BLOCK<Norm>> NAME(       \
+      const ResNetOptions& options = {}) {              \
+    return detail::make<                                \
+        RESNET_DETAIL_BLOCK_##BLOCK<Norm>,              \
+        detail::architecture_index(#NAME)>(options);    \
   }
 
 RESNET_ARCHITECTURES(RESNET_DETAIL_FACTORY)
