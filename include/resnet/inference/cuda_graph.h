@@ -30,6 +30,13 @@ namespace resnet {
 
 namespace detail {
 
+// Whether `x` fits the static buffer a graph was captured with: the same
+// shape, dtype and device.
+inline bool captured_like(const torch::Tensor& x, const torch::Tensor& buffer) {
+  return x.defined() && x.sizes() == buffer.sizes() &&
+      x.scalar_type() == buffer.scalar_type() && x.device() == buffer.device();
+}
+
 // Refuses an input that does not fit the static buffer a graph was captured
 // with (shape, dtype, device), naming both.
 inline void check_captured_like(
@@ -38,9 +45,7 @@ inline void check_captured_like(
     const char* who,
     const char* what) {
   TORCH_CHECK(
-      x.defined() && x.sizes() == buffer.sizes() &&
-          x.scalar_type() == buffer.scalar_type() &&
-          x.device() == buffer.device(),
+      captured_like(x, buffer),
       "resnet: ",
       who,
       " was captured for ",

@@ -61,8 +61,6 @@ struct ShortcutParts {
   ShortcutKind kind = ShortcutKind::Identity;
   /// The stride of a zero-padding shortcut or of the pooling.
   int64_t stride = 1;
-  /// Channels the shortcut puts out.
-  int64_t out_channels = 0;
   /// The projection, for `Projection` and `AveragedProjection`.
   ConvNorm projection;
 };
@@ -244,7 +242,6 @@ class BlockShortcut {
   ShortcutParts parts() const {
     ShortcutParts p;
     p.stride = stride_;
-    p.out_channels = out_channels_;
     if (zero_pad_) {
       p.kind = ShortcutKind::ZeroPad;
     } else if (!downsample.is_empty()) {

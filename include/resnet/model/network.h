@@ -30,11 +30,8 @@ namespace resnet {
 /// A network's parts, read-only; valid while the network lives.
 struct NetworkParts {
   /// The stem's convolution and norm (`conv1`, `bn1`); `stem.conv` is
-  /// nullptr with a deep stem, which is then `deep_stem`.
+  /// nullptr with a deep stem (`StemType::Deep`, `DeepTiered`).
   ConvNorm stem;
-  /// The deep stem, the Sequential registered as `conv1` (followed by
-  /// `stem.norm`), or nullptr with `StemType::Default`.
-  const torch::nn::Module* deep_stem = nullptr;
   /// Whether the stem ends in the 3x3, stride-2 max pooling.
   bool max_pool = false;
   /// The blocks of layer1 ... layerN.
@@ -169,11 +166,7 @@ class ResNetImpl : public ResNetBaseImpl {
 
   NetworkParts parts() const override {
     NetworkParts p;
-    if (!conv1.is_empty()) {
-      p.stem.conv = conv1.get();
-    } else {
-      p.deep_stem = deep_stem.get();
-    }
+    p.stem.conv = conv1.is_empty() ? nullptr : conv1.get();
     p.stem.norm = bn1.ptr().get();
     p.max_pool = !maxpool.is_empty();
     for (size_t i = 0; i < stages.size(); ++i) {

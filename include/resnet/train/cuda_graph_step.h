@@ -209,7 +209,8 @@ class CudaGraphTrainStep {
   /// keeps writing into them). Returns the loss; `output()` is the output
   /// of whichever ran.
   torch::Tensor run(const torch::Tensor& images, const torch::Tensor& targets) {
-    if (fits(images, images_) && fits(targets, targets_)) {
+    if (detail::captured_like(images, images_) &&
+        detail::captured_like(targets, targets_)) {
       return (*this)(images, targets);
     }
     clear_gradients(optimizer_);
@@ -256,12 +257,6 @@ class CudaGraphTrainStep {
   }
 
  private:
-  static bool fits(const torch::Tensor& x, const torch::Tensor& buffer) {
-    return x.defined() && buffer.defined() && x.sizes() == buffer.sizes() &&
-        x.scalar_type() == buffer.scalar_type() &&
-        x.device() == buffer.device();
-  }
-
   std::pair<torch::Tensor, torch::Tensor> step(
       const LossAndOutputFunction& loss_function) {
     auto [loss, output] = loss_function(images_, targets_);
