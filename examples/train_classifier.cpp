@@ -1,24 +1,17 @@
-// Trains a ResNet image classifier and evaluates it (--help lists the flags):
-//   train_classifier [--data DIR] [--arch resnet20] [--epochs 5] [--out DIR]
-// Data (resnet/data/datasets.h): Fashion-MNIST from Debian's
-// dataset-fashion-mnist (the default), IDX files, CIFAR-10/100 binaries or
-// image folders DIR/{train,test}/<class>/. Into --out go metrics.csv,
-// steps.csv, curves.svg, best.pt and last.pt (for torch.load and
-// resnet::load_state_dict), summary.json and checkpoint/: Ctrl-C saves one,
-// --resume continues exactly. --cuda-graph replays each training step as one
-// captured CUDA graph (one process on a GPU). Under torchrun (or
-// examples/launch.sh) it runs data-parallel over c10d, --batch-size split among
-// the processes. Builds alone with find_package(resnet) and CLI11, linking
-// resnet::resnet CLI11::CLI11 ZLIB::ZLIB PNG::PNG libturbojpeg (for several
-// processes also defining RESNET_WITH_C10D=1 USE_DISTRIBUTED USE_C10D_GLOO, see
+// Trains a ResNet image classifier and evaluates it; --help lists the flags.
+// Data: Fashion-MNIST (the default), IDX, CIFAR-10/100 or image folders
+// DIR/{train,test}/<class>/. Into --out go metrics.csv, steps.csv, curves.svg,
+// best.pt, last.pt, summary.json and checkpoint/ (Ctrl-C saves, --resume
+// continues exactly). Under torchrun it trains data-parallel over c10d. Builds
+// alone with find_package(resnet) and CLI11, linking resnet::resnet
+// CLI11::CLI11 ZLIB::ZLIB PNG::PNG libturbojpeg (several processes also need
+// RESNET_WITH_C10D=1 USE_DISTRIBUTED USE_C10D_GLOO:
 // resnet/train/distributed.h).
 
-#include <resnet/data/augment.h>
 #include <resnet/data/datasets.h>
-#include <resnet/data/loader.h>
+#include <resnet/data/prepare.h>
 #include <resnet/resnet.h>
 #include <resnet/train.h>
-#include <resnet/train/distributed.h>
 
 #include <torch/torch.h>
 #include <CLI/CLI.hpp>
@@ -27,7 +20,6 @@
 #include <chrono>
 #include <filesystem>
 #include <iostream>
-#include <random>
 
 namespace rd = resnet::data;
 using nlohmann::json;
@@ -38,14 +30,13 @@ struct Args {
   std::string data = "/usr/share/datasets/fashion-mnist", dataset;
   std::string out = "runs/train", arch = "resnet20", stem = "auto", device;
   int64_t epochs = 5, batch_size = 128, pad = 2, image_size = 0, workers = 2;
+  int64_t threads = 0, train_limit = 0, test_limit = 0, stop_after = 0;
   double lr = 0.1, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = -1;
   double label_smoothing = 0.1, erasing = 0, mixup = 0, cutmix = 0;
+  double timeout = 300;
   bool no_nesterov = false, no_flip = false, no_augment = false, resume = false;
   bool sync_bn = false, cuda_graph = false;
-  int threads = 0;
   uint64_t seed = 0;
-  double timeout = 300;
-  int64_t train_limit = 0, test_limit = 0, stop_after = 0;
 };
 
 // A command-line problem, or --help: main prints it and exits with `code`.
@@ -99,10 +90,10 @@ Args parse_args(int argc, char** argv) {
       ->check(count);
   try {
     app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    throw UsageError{app.help(), 0};
-  } catch (const CLI::ParseError& e) {
-    throw UsageError{std::string(e.what()) + "\n" + app.help(), 2};
+  } catch (const CLI::ParseError& e) { // --help included
+    const bool help = e.get_exit_code() == 0;
+    throw UsageError{
+        (help ? "" : e.what() + std::string("\n")) + app.help(), help ? 0 : 2};
   }
   return a;
 }
@@ -110,21 +101,17 @@ Args parse_args(int argc, char** argv) {
 // Everything the steps of main share.
 struct Run {
   Args args;
-  // The processes of a torchrun launch (or just this one); only rank 0
-  // talks and writes.
+  // The processes of a torchrun launch (or just this one).
   std::unique_ptr<resnet::distributed::Group> group;
-  // Averages the gradients over the processes while backward runs.
-  std::unique_ptr<resnet::distributed::DataParallel> parallel;
-  bool talk = true;
+  bool talk = true; // rank 0 talks and writes
   torch::Device device = torch::kCPU;
   rd::TrainTest data;
-  std::vector<double> mean, std;
-  rd::AugmentOptions augment;
+  rd::BatchPreparation prepare; // normalized, augmented in training
   int64_t classes = 0, steps_per_epoch = 0;
   resnet::AnyResNet model = nullptr;
   std::unique_ptr<resnet::ForeachSGD> optimizer;
-  // --cuda-graph: the training step, captured at the first batch.
-  std::unique_ptr<resnet::CudaGraphTrainStep> graph;
+  // Eager, or with --cuda-graph captured at the first batch and replayed.
+  std::unique_ptr<resnet::TrainStep> step;
   resnet::WarmupCosine lr;
   std::unique_ptr<resnet::TrainingLog> log;
   resnet::RunProgress at; // saved in checkpoints
@@ -138,11 +125,17 @@ void load_data(Run& r) {
   r.data.train = r.data.train.head(a.train_limit);
   r.data.test = r.data.test.head(a.test_limit);
   r.classes = static_cast<int64_t>(r.data.train.classes().size());
-  std::tie(r.mean, r.std) = rd::channel_statistics(r.data.train.images());
+  auto& p = r.prepare;
+  std::tie(p.mean, p.std) = rd::channel_statistics(r.data.train.images());
+  std::tie(p.classes, p.seed) = std::pair(r.classes, a.seed);
   const bool flip = !a.no_flip && rd::flips_keep_class(r.data.kind);
-  r.augment.padding(a.pad).flip(flip ? 0.5 : 0).erasing().p(a.erasing);
-  r.augment.mix().mixup_alpha(a.mixup).cutmix_alpha(a.cutmix).label_smoothing(
+  auto& augment = p.augment.emplace();
+  augment.padding(a.pad).flip(flip ? 0.5 : 0).erasing().p(a.erasing);
+  augment.mix().mixup_alpha(a.mixup).cutmix_alpha(a.cutmix).label_smoothing(
       a.label_smoothing);
+  if (a.no_augment) {
+    p.augment.reset();
+  }
   if (r.talk) {
     std::cout << "data: " << r.data.describe() << " in " << a.data << "\n";
   }
@@ -172,17 +165,13 @@ void build_model(Run& r) {
           .momentum(a.momentum)
           .nesterov(!a.no_nesterov && a.momentum > 0)
           .weight_decay(a.weight_decay));
-  const int64_t world = r.group->size();
-  const int64_t total = r.steps_per_epoch * a.epochs;
-  const auto warmup =
-      a.warmup_epochs < 0 ? std::nullopt : std::optional(a.warmup_epochs);
-  r.lr = {a.lr, resnet::warmup_steps(warmup, r.steps_per_epoch, total), total};
+  r.lr =
+      resnet::warmup_cosine(a.lr, a.epochs, r.steps_per_epoch, a.warmup_epochs);
   if (r.talk) {
     std::cout << "model: " << a.arch << " (" << resnet::to_string(stem)
               << " stem), " << r.device << (r.device.is_cuda() ? " bf16" : "")
-              << " channels_last, " << torch::get_num_threads() << " threads"
-              << (world > 1 ? " x " + std::to_string(world) + " processes" : "")
-              << "\n";
+              << " channels_last, " << torch::get_num_threads() << " threads x "
+              << r.group->size() << " processes\n";
   }
 }
 
@@ -196,43 +185,22 @@ json run_identity(const Run& r) {
 }
 
 void save_checkpoint(Run& r) {
-  resnet::CheckpointFolder folder(r.args.out);
-  json state = run_identity(r);
-  state.update(json(r.at));
-  folder.save(r.at.step, *r.model, *r.optimizer, state);
+  resnet::CheckpointFolder(r.args.out)
+      .save(r.at, *r.model, *r.optimizer, run_identity(r));
 }
 
-// --resume: the last complete checkpoint if there is one.
-bool resume(Run& r) {
-  resnet::CheckpointFolder folder(r.args.out);
+// --resume: the last complete checkpoint if there is one; its step.
+std::optional<int64_t> resume(Run& r) {
+  const auto saved =
+      resnet::CheckpointFolder(r.args.out)
+          .resume(*r.model, *r.optimizer, run_identity(r), r.talk);
+  r.at = saved.value_or(r.at);
   if (r.talk) {
-    folder.remove_temporaries();
+    std::cout << (saved ? "resuming " : "from the start: no checkpoint yet in ")
+              << r.args.out
+              << (saved ? " at step " + std::to_string(r.at.step) : "") << "\n";
   }
-  const auto saved = folder.load(*r.model, *r.optimizer, run_identity(r));
-  if (saved) {
-    r.at = saved->get<resnet::RunProgress>();
-  }
-  if (r.talk && saved) {
-    std::cout << "resuming " << r.args.out << " at step " << r.at.step << "\n";
-  } else if (r.talk) {
-    std::cout << "no checkpoint in " << r.args.out << " yet: from the start\n";
-  }
-  return saved.has_value();
-}
-
-// The network's input and targets for a batch of 8-bit images: normalized,
-// and in training augmented on the batch's device, seeded by the batch's
-// place in the run so that a resumed run sees the same images.
-std::pair<torch::Tensor, torch::Tensor>
-prepare(const Run& r, const rd::Batch& b, bool train) {
-  auto x = resnet::normalize(b.images.to(torch::kFloat) / 255, r.mean, r.std);
-  auto xy = std::pair(x, b.targets);
-  if (train && !r.args.no_augment) {
-    std::mt19937_64 rng(rd::batch_seed(r.args.seed, b.epoch, b.index));
-    xy = rd::augment(x, b.targets, r.classes, r.augment, rng);
-  }
-  xy.first = xy.first.contiguous(torch::MemoryFormat::ChannelsLast);
-  return xy;
+  return saved ? std::optional(r.at.step) : std::nullopt;
 }
 
 torch::Tensor forward(Run& r, const torch::Tensor& x) {
@@ -242,45 +210,15 @@ torch::Tensor forward(Run& r, const torch::Tensor& x) {
 
 void evaluate(Run& r) {
   r.model->eval();
-  torch::NoGradGuard no_grad;
-  rd::Loader loader(
-      r.data.test.shard(r.group->rank(), r.group->size()),
+  const auto options =
       rd::LoaderOptions()
           .batch_size(std::max<int64_t>(r.args.batch_size, 256))
-          .shuffle(false)
           .workers(std::min<int64_t>(r.args.workers, 1))
-          .device(r.device));
-  loader.start_epoch(0);
-  r.test.emplace(r.classes);
-  while (auto b = loader.next()) {
-    r.test->add(forward(r, prepare(r, *b, false).first), b->targets);
-  }
-  r.test = r.test->summed_over(*r.group); // all the processes' shares
-}
-
-// One optimizer step on a batch; returns its loss and logits. With
-// --cuda-graph the step is captured at the first batch and replayed for
-// every batch shaped like it (a smaller last batch runs eagerly).
-std::pair<torch::Tensor, torch::Tensor>
-train_step(Run& r, const torch::Tensor& x, const torch::Tensor& y) {
-  const auto step = [&r](const torch::Tensor& images, const auto& labels) {
-    const auto logits = forward(r, images);
-    return std::pair(
-        resnet::cross_entropy(logits, labels, r.args.label_smoothing), logits);
-  };
-  if (r.args.cuda_graph && !r.graph) {
-    r.graph = std::make_unique<resnet::CudaGraphTrainStep>(
-        *r.model, *r.optimizer, step, x, y);
-  }
-  if (r.graph) {
-    const auto loss = r.graph->run(x, y);
-    return {loss, r.graph->output()};
-  }
-  r.optimizer->zero_grad();
-  const auto [loss, logits] = step(x, y);
-  loss.backward();
-  r.parallel->step(*r.optimizer); // averages the gradients, then steps
-  return {loss, logits};
+          .device(r.device);
+  r.test = resnet::evaluate(
+      r.data.test, r.classes, options, *r.group, [&r](const rd::Batch& b) {
+        return forward(r, r.prepare(b, false).first);
+      });
 }
 
 // Trains to the end of the current epoch. Returns the images per second, or
@@ -298,32 +236,31 @@ std::optional<double> train_epoch(Run& r, rd::Loader& loader) {
   int64_t images = 0;
   auto t0 = std::chrono::steady_clock::now(); // waiting for data counts too
   while (auto b = loader.next()) {
-    const auto [x, y] = prepare(r, *b, true);
+    const auto [x, y] = r.prepare(*b, true);
     const double lr = r.lr(at.step);
     resnet::set_learning_rate(*r.optimizer, lr);
-    const auto [loss, logits] = train_step(r, x, y);
-    resnet::EpochTotals mine;
-    mine.add(loss.item<double>(), logits, b->targets);
-    const int64_t seen = at.epoch.seen;
+    const auto [loss, logits] = (*r.step)(x, y);
     // The step over all the processes, and whether any of them stops.
-    const auto [value, stop] = at.epoch.add_step(
-        mine,
+    const auto step = at.epoch.add_step(
+        loss,
+        logits,
+        b->targets,
         resnet::interrupt_requested() ||
             ++steps_in_process == r.args.stop_after,
         *r.group);
-    TORCH_CHECK(std::isfinite(value), "the loss diverged; try a lower --lr");
-    images += at.epoch.seen - seen;
-    at.seconds += resnet::seconds_since(t0);
-    t0 = std::chrono::steady_clock::now();
+    TORCH_CHECK(
+        std::isfinite(step.loss), "the loss diverged; try a lower --lr");
+    images += step.images;
+    at.seconds += resnet::lap(t0);
     if (r.log) {
-      r.log->step(at.step + 1, value, lr);
+      r.log->step(at.step + 1, step.loss, lr);
     }
     ++at.step;
 #ifdef RESNET_CRASH_TESTS // the tests' build: RESNET_CRASH_AT=step:N
     resnet::crash_point("step:" + std::to_string(at.step));
 #endif
     bar.update(b->index + 1, at.epoch.to_string(), images);
-    if (stop) {
+    if (step.stop) {
       return std::nullopt;
     }
   }
@@ -362,18 +299,15 @@ void report(const Run& r, double wall) {
   summary.update(
       {{"data", r.args.data},
        {"epochs", r.args.epochs},
-       {"test_accuracy", r.test->accuracy()},
        {"best_test_accuracy", r.at.best},
-       {"test_loss", r.test->loss()},
        {"train_images", *r.data.train.size()},
-       {"test_images", *r.data.test.size()},
        {"seconds", wall},
        {"training_seconds", r.at.seconds},
        {"device", r.device.str()},
        {"cuda_graph", r.args.cuda_graph},
        {"threads", torch::get_num_threads()},
-       {"mean", r.mean},
-       {"std", r.std}});
+       {"mean", r.prepare.mean},
+       {"std", r.prepare.std}});
   summary.update(r.test->summary(classes));
   resnet::write_file_atomically(
       r.args.out + "/summary.json", summary.dump(2) + "\n");
@@ -396,27 +330,8 @@ int main(int argc, char** argv) try {
       resnet::distributed::from_environment(),
       std::chrono::milliseconds(std::llround(a.timeout * 1000)));
   r.talk = r.group->rank() == 0;
-  TORCH_CHECK(
-      a.batch_size % r.group->size() == 0,
-      "--batch-size ",
-      a.batch_size,
-      " does not split evenly over ",
-      r.group->size(),
-      " processes");
-  r.device = a.device.empty() ? resnet::default_device()
-                              : resnet::parse_device(a.device);
   r.device =
-      resnet::distributed::process_device(r.device, r.group->environment());
-  TORCH_CHECK(
-      !a.cuda_graph || r.group->size() == 1,
-      "--cuda-graph trains in one process; with ",
-      r.group->size(),
-      " the gradients travel between the processes outside the graph");
-  TORCH_CHECK(
-      !a.cuda_graph || r.device.is_cuda(),
-      "--cuda-graph replays CUDA work and this run is on ",
-      r.device,
-      " (--device cuda)");
+      resnet::distributed::process_device(a.device, r.group->environment());
   if (r.device.is_cpu()) { // reusing freed activations' memory is faster
     resnet::enable_cpu_memory_cache();
   }
@@ -424,27 +339,33 @@ int main(int argc, char** argv) try {
   rd::Loader loader(
       r.data.train,
       rd::LoaderOptions()
-          .batch_size(a.batch_size / r.group->size())
+          .batch_size(r.group->share_of(a.batch_size, "--batch-size"))
           .seed(a.seed)
-          .rank(r.group->rank())
-          .world_size(r.group->size())
+          .shard(r.group->rank(), r.group->size())
           .workers(a.workers)
           .device(r.device));
   r.steps_per_epoch = loader.batches_per_epoch();
   build_model(r);
   std::filesystem::create_directories(a.out);
-  const bool resumed = a.resume && resume(r);
+  const auto resumed = a.resume ? resume(r) : std::nullopt;
   r.group->expect_same(r.at.step, "step to resume from (is --out shared?)");
+  const auto loss = [&r](const torch::Tensor& x, const torch::Tensor& y) {
+    const auto logits = forward(r, x);
+    return std::pair(
+        resnet::cross_entropy(logits, y, r.args.label_smoothing), logits);
+  };
   // Rank 0's weights to all; the gradients averaged as the device suits.
-  r.parallel = std::make_unique<resnet::distributed::DataParallel>(
+  r.step = std::make_unique<resnet::TrainStep>(
       *r.model,
-      *r.group,
-      resnet::distributed::DataParallelOptions::for_device(r.device));
+      *r.optimizer,
+      loss,
+      resnet::TrainStepOptions()
+          .cuda_graph(a.cuda_graph)
+          .device(r.device)
+          .group(r.group.get()));
   if (r.talk) {
     r.log = std::make_unique<resnet::TrainingLog>(
-        a.out,
-        resumed ? std::optional<int64_t>(r.at.step) : std::nullopt,
-        r.steps_per_epoch);
+        a.out, resumed, r.steps_per_epoch);
   }
   resnet::stop_on_interrupt();
   while (r.at.step < r.lr.total) {

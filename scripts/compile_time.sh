@@ -6,6 +6,9 @@
 # <torch/torch.h>. Measure on a quiet machine.
 #
 #   bash scripts/compile_time.sh [BUILD_DIR] [RUNS]   (default build/debian 5)
+#
+# HEADERS (space-separated) chooses the includes; <torch/torch.h> is always
+# measured, as the base.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/debian}
@@ -15,8 +18,8 @@ command=$(ninja -C "$build" -t commands "$object" | tail -1)
 [ -n "$command" ] || { echo "no compile command for $object in $build" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-headers=(torch/torch.h resnet/resnet.h resnet/model.h resnet/model/network.h
-  resnet/io.h resnet/inference.h resnet/train.h)
+read -r -a chosen <<<"${HEADERS:-resnet/resnet.h resnet/model.h resnet/model/network.h}"
+headers=(torch/torch.h "${chosen[@]}")
 for h in "${headers[@]}"; do
   printf '#include <%s>\nint main() {}\n' "$h" >"$work/$(echo "$h" | tr / _).cpp"
 done

@@ -4,6 +4,7 @@
 
 #include "test_support.h"
 
+#include <resnet/data/prepare.h>
 #include <resnet/train.h>
 #include <resnet/train/optim.h>
 
@@ -344,7 +345,8 @@ TEST(ConfusionMatrix, SummaryHoldsClassesPerClassAndMatrix) {
   EXPECT_EQ(
       m.summary({"cat", "dog"}).dump(),
       R"({"classes":["cat","dog"],"confusion_matrix":[[1,1],[0,1]],)"
-      R"("per_class_accuracy":[0.5,1.0]})");
+      R"("per_class_accuracy":[0.5,1.0],"test_accuracy":0.6666666666666666,)"
+      R"("test_images":3,"test_loss":0.0})");
 }
 
 TEST(ConfusionMatrix, TotalsOfPartsSumToTheWhole) {
@@ -461,4 +463,113 @@ TEST(ProgressLine, PrintsQuartersToALogAndTheDuration) {
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 4) << out;
   EXPECT_TRUE(contains(out, "epoch 1/2 [########################] 8/8")) << out;
   EXPECT_FALSE(contains(out, "epoch 2/2")) << out;
+}
+
+TEST(TrainStep, AnEagerStepIsZeroGradForwardBackwardStep) {
+  Trained a(5), b(5);
+  ASSERT_TRUE(same_parameters(a.model, b.model));
+  const auto x = torch::randn({4, 1, 8, 8});
+  const auto y = torch::tensor({0, 1, 2, 1});
+  const auto loss_of = [](resnet::AnyResNet& m) {
+    return [&m](const torch::Tensor& images, const torch::Tensor& targets) {
+      const auto logits = m->forward(images);
+      return std::pair(torch::cross_entropy_loss(logits, targets), logits);
+    };
+  };
+  resnet::TrainStep step(*a.model, a.optimizer, loss_of(a.model));
+  const auto [loss, logits] = step(x, y);
+  b.optimizer.zero_grad();
+  const auto [b_loss, b_logits] = loss_of(b.model)(x, y);
+  b_loss.backward();
+  b.optimizer.step();
+  EXPECT_TRUE(same_parameters(a.model, b.model));
+  EXPECT_TRUE(torch::equal(logits, b_logits.detach()));
+  EXPECT_FALSE(loss.requires_grad());
+  EXPECT_EQ(step.graph(), nullptr);
+  // A CUDA graph asked for on the CPU is refused before any step.
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        resnet::TrainStep(
+            *a.model,
+            a.optimizer,
+            loss_of(a.model),
+            resnet::TrainStepOptions().cuda_graph(true));
+      }),
+      "captured as a CUDA graph replays CUDA work, and this one runs on cpu"));
+}
+
+TEST(Evaluate, CountsEveryExampleOnce) {
+  torch::manual_seed(0);
+  const auto images = torch::randint(0, 256, {10, 1, 4, 4}).to(torch::kByte);
+  const auto targets = torch::tensor({0, 1, 2, 0, 1, 2, 0, 1, 2, 0});
+  resnet::data::ImageDataset data(images, targets, {"a", "b", "c"}, "tiny");
+  resnet::distributed::Group alone{resnet::distributed::Environment{}};
+  int64_t batches = 0;
+  // Predicts class 0 always: right for the four zeros.
+  const auto m = resnet::evaluate(
+      data,
+      3,
+      resnet::data::LoaderOptions().batch_size(4).workers(0),
+      alone,
+      [&](const resnet::data::Batch& b) {
+        ++batches;
+        auto logits = torch::zeros({b.images.size(0), 3});
+        logits.select(1, 0).fill_(1);
+        return logits;
+      });
+  EXPECT_EQ(batches, 3);
+  EXPECT_EQ(m.total(), 10);
+  EXPECT_DOUBLE_EQ(m.accuracy(), 0.4);
+  EXPECT_EQ(alone.share_of(12, "the batch"), 12);
+}
+
+TEST(BatchPreparation, NormalizesAndAugmentsTheSameBatchTheSameWay) {
+  torch::manual_seed(1);
+  resnet::data::Batch b;
+  b.images = torch::randint(0, 256, {4, 1, 8, 8}).to(torch::kByte);
+  b.targets = torch::tensor({0, 1, 0, 1});
+  b.epoch = 3;
+  b.index = 2;
+  resnet::data::BatchPreparation prepare;
+  prepare.mean = {0.5};
+  prepare.std = {0.25};
+  prepare.classes = 2;
+  const auto plain = (b.images.to(torch::kFloat) / 255 - 0.5) / 0.25;
+  auto [x, y] = prepare(b, true); // no augmentation set: as in evaluation
+  EXPECT_TRUE(torch::allclose(x, plain));
+  EXPECT_TRUE(x.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(torch::equal(y, b.targets));
+  prepare.augment = resnet::data::AugmentOptions().padding(2).flip(0.5);
+  const auto first = prepare(b, true).first;
+  EXPECT_TRUE(torch::equal(first, prepare(b, true).first)); // seeded
+  EXPECT_FALSE(torch::allclose(first, plain));
+  EXPECT_TRUE(torch::allclose(prepare(b, false).first, plain));
+  b.index = 3; // another batch of the run: other crops
+  EXPECT_FALSE(torch::equal(first, prepare(b, true).first));
+}
+
+TEST(CheckpointFolder, ResumesARunWhereItStood) {
+  const auto dir = resnet_test::work_dir("training/resume");
+  Trained a(6), b(7);
+  resnet::CheckpointFolder folder(dir.string());
+  EXPECT_FALSE(folder.resume(*b.model, b.optimizer, {{"arch", "x"}}));
+  resnet::RunProgress at;
+  at.step = 12;
+  at.best = 0.75;
+  at.seconds = 3.5;
+  folder.save(at, *a.model, a.optimizer, {{"arch", "x"}});
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        folder.resume(*b.model, b.optimizer, {{"arch", "y"}});
+      }),
+      "has arch \"x\", this one \"y\""));
+  const auto back = folder.resume(*b.model, b.optimizer, {{"arch", "x"}});
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->step, 12);
+  EXPECT_EQ(back->best, 0.75);
+  EXPECT_TRUE(same_parameters(a.model, b.model));
+  const auto schedule = resnet::warmup_cosine(0.4, 10, 20, 0.5);
+  EXPECT_EQ(schedule.total, 200);
+  EXPECT_EQ(schedule.warmup, 10);
+  EXPECT_EQ(resnet::warmup_cosine(0.4, 10, 20).warmup, 20);
 }

@@ -15,4 +15,5 @@
 #include <resnet/data/image_dataset.h>
 #include <resnet/data/image_folder.h>
 #include <resnet/data/loader.h>
+#include <resnet/data/prepare.h>
 #include <resnet/data/transforms.h>

@@ -9,6 +9,7 @@
 #include <resnet/train/checkpoint_folder.h>
 #include <resnet/train/cuda_graph_step.h>
 #include <resnet/train/distributed.h>
+#include <resnet/train/evaluate.h>
 #include <resnet/train/grad_scaler.h>
 #include <resnet/train/interrupt.h>
 #include <resnet/train/log.h>
@@ -18,3 +19,4 @@
 #include <resnet/train/plot.h>
 #include <resnet/train/progress.h>
 #include <resnet/train/schedule.h>
+#include <resnet/train/train_step.h>

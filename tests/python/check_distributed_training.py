@@ -207,7 +207,7 @@ def main():
     check(r.returncode != 0 and "does not split evenly over 2 processes" in r.stderr,
           "a batch that does not split over the processes is refused")
     r = runs.run("graphed", common + ["--cuda-graph"], expect=1)
-    check(r.returncode != 0 and "--cuda-graph trains in one process; with 2" in r.stderr,
+    check(r.returncode != 0 and "captured as a CUDA graph trains in one process; with 2" in r.stderr,
           "--cuda-graph with two processes is refused")
 
     failures(runs, common)

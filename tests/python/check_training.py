@@ -188,7 +188,7 @@ def crash_safety(t, w, common, reference):
                   f"{what}: the last complete checkpoint (step {state['step']}) is intact "
                   "and last.pt holds its weights")
         r = t.run(name, *common, "--resume")
-        started = "yet: from the start" if expected_step is None else "resuming"
+        started = "from the start: no checkpoint yet in" if expected_step is None else "resuming"
         check(r.returncode == 0 and started in r.stdout, f"{what}: --resume continues ({started})")
         step_rows, metric_rows = log_rows(out)
         summary = json.load(open(os.path.join(out, "summary.json")))
@@ -355,7 +355,7 @@ def main():
         (["--data", w("mnist"), "--seed", "-1"], 2, "--seed: Value -1 not in range"),
         (["--data", w("mnist"), "--bogus"], 2, "not expected: --bogus"),
         (["--device", "cpu", "--data", w("mnist"), "--cuda-graph"], 1,
-         "--cuda-graph replays CUDA work and this run is on cpu"),
+         "captured as a CUDA graph replays CUDA work, and this one runs on cpu"),
         # Found by fuzz_flags_train_classifier: a number too large for an
         # integer was converted anyway.
         (["--data", w("mnist"), "--stop-after", "5" * 100], 2,

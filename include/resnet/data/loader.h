@@ -127,6 +127,12 @@ struct LoaderOptions {
   /// wrapping around to a multiple of world_size; rank takes every
   /// world_size-th example from position rank), for distributed training.
   TORCH_ARG(int64_t, world_size) = 1;
+
+ public:
+  /// rank(part) and world_size(parts) at once: this process's shard.
+  LoaderOptions& shard(int64_t part, int64_t parts) {
+    return rank(part).world_size(parts);
+  }
   /// Optional work on each CPU batch on a worker thread, before the copy to
   /// the device (e.g. CPU-side augmentation); gets the batch with epoch and
   /// index set, so it can seed from batch_seed.

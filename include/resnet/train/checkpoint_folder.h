@@ -37,6 +37,21 @@ inline int64_t& checkpoints_saved() {
 }
 } // namespace detail
 
+/// Where a training run stands, for its checkpoints: the optimizer steps
+/// taken, the best test accuracy so far (-1: none yet), the training time and
+/// the running totals of the epoch under way.
+struct RunProgress {
+  /// Optimizer steps taken.
+  int64_t step = 0;
+  /// The best test accuracy so far, in [0, 1]; -1 before the first test.
+  double best = -1;
+  /// Training time so far, in seconds.
+  double seconds = 0;
+  /// The running totals of the epoch under way.
+  EpochTotals epoch;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(RunProgress, step, best, seconds, epoch)
+
 /// Training checkpoints in a folder, written so that a process killed at any
 /// moment leaves the last complete one in force:
 ///
@@ -126,6 +141,33 @@ class CheckpointFolder {
       torch::load(optimizer, step_file("optimizer", step));
     }
     return state;
+  }
+
+  /// Saves a training run at `progress`, with `identity` (what a resumed
+  /// run must share with this one, for `resume`) in its state.
+  void save(
+      const RunProgress& progress,
+      const torch::nn::Module& model,
+      torch::optim::Optimizer& optimizer,
+      nlohmann::json identity) {
+    identity.update(nlohmann::json(progress));
+    save(progress.step, model, optimizer, std::move(identity));
+  }
+
+  /// Continues a run saved with save(progress, ...): where it stood, its
+  /// weights and optimizer state loaded, after checking that it shares
+  /// `identity`; nullopt (nothing loaded) when the folder has no
+  /// checkpoint. With `tidy`, first removes what a killed process left.
+  std::optional<RunProgress> resume(
+      torch::nn::Module& model,
+      torch::optim::Optimizer& optimizer,
+      const nlohmann::json& identity,
+      bool tidy = true) const {
+    if (tidy) {
+      remove_temporaries();
+    }
+    const auto state = load(model, optimizer, identity);
+    return state ? std::optional(state->get<RunProgress>()) : std::nullopt;
   }
 
   /// Removes the temporary files (`*.tmp*`) that a killed process left in the
@@ -220,20 +262,5 @@ class CheckpointFolder {
   std::function<void(const std::string&)> hook_;
   int64_t number_ = 0;
 };
-
-/// Where a training run stands, for its checkpoints: the optimizer steps
-/// taken, the best test accuracy so far (-1: none yet), the training time and
-/// the running totals of the epoch under way.
-struct RunProgress {
-  /// Optimizer steps taken.
-  int64_t step = 0;
-  /// The best test accuracy so far, in [0, 1]; -1 before the first test.
-  double best = -1;
-  /// Training time so far, in seconds.
-  double seconds = 0;
-  /// The running totals of the epoch under way.
-  EpochTotals epoch;
-};
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(RunProgress, step, best, seconds, epoch)
 
 } // namespace resnet

@@ -119,10 +119,15 @@ class ConfusionMatrix {
     }
     return o.str();
   }
-  /// The class names, the per-class accuracy and the matrix, as JSON.
+  /// As JSON: the class names, the accuracy, mean loss and number of
+  /// examples (as test_accuracy, test_loss, test_images), the per-class
+  /// accuracy and the matrix.
   nlohmann::json summary(const std::vector<std::string>& names) const {
     return {
         {"classes", names},
+        {"test_accuracy", accuracy()},
+        {"test_loss", loss()},
+        {"test_images", total()},
         {"per_class_accuracy", per_class()},
         {"confusion_matrix", to_json()}};
   }
@@ -199,13 +204,24 @@ struct EpochTotals {
     correct += logits.argmax(1).eq(targets).sum().item<int64_t>();
     seen += n;
   }
+  /// What one training step added, over all the processes.
+  struct Step {
+    double loss = 0; ///< the step's mean loss
+    int64_t images = 0; ///< the examples of the step
+    bool stop = false; ///< whether any process asked to stop
+  };
   /// Adds a training step of every process of `group`: each process's
-  /// totals for its share of the batch (`mine`), summed in one collective
-  /// together with whether any process wants to stop. Returns the step's
-  /// mean loss over all of them and whether to stop, the same in every
-  /// process.
-  std::pair<double, bool>
-  add_step(const EpochTotals& mine, bool stop, distributed::Group& group) {
+  /// share of the batch (its mean loss, its logits [N, classes] and true
+  /// classes), summed in one collective together with whether any process
+  /// wants to stop. Returns the same Step in every process.
+  Step add_step(
+      const torch::Tensor& batch_loss,
+      const torch::Tensor& logits,
+      const torch::Tensor& targets,
+      bool stop,
+      distributed::Group& group) {
+    EpochTotals mine;
+    mine.add(batch_loss.item<double>(), logits, targets);
     const auto sum = group.sum(
         {mine.loss,
          static_cast<double>(mine.correct),
@@ -214,7 +230,10 @@ struct EpochTotals {
     loss += sum[0];
     correct += static_cast<int64_t>(sum[1]);
     seen += static_cast<int64_t>(sum[2]);
-    return {sum[2] > 0 ? sum[0] / sum[2] : 0.0, sum[3] > 0};
+    return {
+        sum[2] > 0 ? sum[0] / sum[2] : 0.0,
+        static_cast<int64_t>(sum[2]),
+        sum[3] > 0};
   }
   /// The mean loss per example; 0 before the first batch.
   double mean_loss() const {

@@ -25,6 +25,14 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
+/// The seconds since `start`, which then moves to now: the time of one lap.
+inline double lap(std::chrono::steady_clock::time_point& start) {
+  const auto now = std::chrono::steady_clock::now();
+  const double seconds = std::chrono::duration<double>(now - start).count();
+  start = now;
+  return seconds;
+}
+
 /// Minutes and seconds, "m:ss".
 inline std::string format_duration(double seconds) {
   const auto s = static_cast<int64_t>(std::max(0.0, seconds));

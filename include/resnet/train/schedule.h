@@ -47,4 +47,18 @@ inline int64_t warmup_steps(
   return std::min(steps_per_epoch, total_steps / 10);
 }
 
+/// The schedule of a run of `epochs` epochs of `steps_per_epoch` steps
+/// peaking at `peak`, its warm-up as warmup_steps chooses it
+/// (`warmup_epochs` < 0: the default).
+inline WarmupCosine warmup_cosine(
+    double peak,
+    int64_t epochs,
+    int64_t steps_per_epoch,
+    double warmup_epochs = -1) {
+  const int64_t total = epochs * steps_per_epoch;
+  const auto warmup =
+      warmup_epochs < 0 ? std::nullopt : std::optional<double>(warmup_epochs);
+  return {peak, warmup_steps(warmup, steps_per_epoch, total), total};
+}
+
 } // namespace resnet

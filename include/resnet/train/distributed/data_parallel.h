@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <ostream>
 #include <stdexcept>
 #include <string>
@@ -84,50 +85,6 @@ inline void broadcast_module(torch::nn::Module& module, Group& group) {
   group.broadcast_(tensors, 0);
 }
 
-/// Averages the gradients of `module`'s parameters over the processes;
-/// call it after backward() and before the optimizer step. A parameter
-/// without a gradient in this process (not used by its share of the batch)
-/// counts as a zero gradient and gets the average; one that no process has
-/// a gradient for keeps none, as on one process, so that the optimizer
-/// skips it in every process alike. Parameters that do not require a
-/// gradient are left out.
-inline void average_gradients(
-    torch::nn::Module& module,
-    Group& group,
-    int64_t bucket_bytes = default_bucket_bytes) {
-  if (group.size() == 1) {
-    return;
-  }
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> params;
-  for (const auto& p : module.parameters()) {
-    if (p.requires_grad()) {
-      params.push_back(p);
-    }
-  }
-  // Which processes have a gradient for each parameter travels with them.
-  auto has_grad = torch::zeros({static_cast<int64_t>(params.size())});
-  std::vector<torch::Tensor> grads{has_grad};
-  for (size_t i = 0; i < params.size(); ++i) {
-    const auto& g = params[i].grad();
-    TORCH_CHECK(
-        !g.defined() || g.layout() == torch::kStrided,
-        "resnet: average_gradients does not support sparse gradients");
-    if (g.defined()) {
-      has_grad[static_cast<int64_t>(i)].fill_(1.0);
-    }
-    grads.push_back(g.defined() ? g : torch::zeros_like(params[i]));
-  }
-  group.all_reduce_mean_(grads, bucket_bytes);
-  const auto used = has_grad.gt(0);
-  const auto used_by_some = used.accessor<bool, 1>();
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (!params[i].grad().defined() && used_by_some[static_cast<int64_t>(i)]) {
-      params[i].mutable_grad() = grads[i + 1];
-    }
-  }
-}
-
 /// How DataParallel sends gradients.
 struct DataParallelOptions {
   /// Send each bucket as soon as backward has filled it (true), or all of
@@ -152,6 +109,19 @@ struct DataParallelOptions {
     return options;
   }
 };
+
+/// Averages the gradients of `module`'s parameters over the processes;
+/// call it after backward() and before the optimizer step. The same
+/// numbers as DataParallel::finish() (it is that code, with every bucket
+/// sent after backward): a parameter without a gradient in this process
+/// counts as a zero gradient and gets the average; one that no process has
+/// a gradient for keeps none, as on one process, so that the optimizer
+/// skips it in every process alike. Parameters that do not require a
+/// gradient are left out.
+inline void average_gradients(
+    torch::nn::Module& module,
+    Group& group,
+    int64_t bucket_bytes = default_bucket_bytes);
 
 /// Data-parallel training of `module` in this process: the constructor gives
 /// every process rank 0's parameters and buffers (broadcast_module); then
@@ -196,36 +166,7 @@ class DataParallel {
       torch::nn::Module& module,
       Group& group,
       DataParallelOptions options = {})
-      : group_(group.channel("gradients")), options_(options) {
-    TORCH_CHECK(
-        options.bucket_bytes() > 0 && options.first_bucket_bytes() > 0,
-        "resnet: DataParallel expects positive bucket sizes, got ",
-        options.bucket_bytes(),
-        " and ",
-        options.first_bucket_bytes());
-    broadcast_module(module, group);
-    if (group.size() == 1) {
-      return;
-    }
-    const auto named = module.named_parameters();
-    for (auto it = named.end(); it != named.begin();) {
-      --it;
-      if (it->value().requires_grad()) {
-        names_.push_back(it->key());
-        params_.push_back(it->value());
-      }
-    }
-    std::vector<size_t> order(params_.size());
-    for (size_t i = 0; i < order.size(); ++i) {
-      order[i] = i;
-    }
-    build(order);
-    hooks_.reserve(params_.size());
-    for (size_t i = 0; i < params_.size(); ++i) {
-      hooks_.push_back(params_[i].register_hook(
-          [this, i](const torch::Tensor& grad) { on_gradient(i, grad); }));
-    }
-  }
+      : DataParallel(module, group, options, false) {}
 
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
@@ -253,7 +194,7 @@ class DataParallel {
   /// Sends what the backward pass has not sent, waits for every sum and
   /// replaces each gradient by its mean over the processes.
   void finish() {
-    if (group_.size() == 1) {
+    if (group_->size() == 1) {
       return;
     }
     std::lock_guard<std::mutex> lock(mutex_);
@@ -285,7 +226,7 @@ class DataParallel {
     while (next_ < buckets_.size()) {
       start(next_++);
     }
-    auto has_wait = group_.start_all_reduce_sum_(has);
+    auto has_wait = group_->start_all_reduce_sum_(has);
     std::exception_ptr failed;
     for (auto& b : buckets_) {
       try {
@@ -306,7 +247,7 @@ class DataParallel {
       rearm();
       std::rethrow_exception(failed);
     }
-    const auto n = static_cast<double>(group_.size());
+    const auto n = static_cast<double>(group_->size());
     for (auto& b : buckets_) {
       b.flat.div_(n);
     }
@@ -340,6 +281,54 @@ class DataParallel {
   }
 
  private:
+  friend void average_gradients(torch::nn::Module&, Group&, int64_t);
+
+  // `after_backward`: for average_gradients, one finish() over the
+  // gradients backward has already made: no broadcast, no hooks, the
+  // buckets in the parameters' order.
+  DataParallel(
+      torch::nn::Module& module,
+      Group& group,
+      DataParallelOptions options,
+      bool after_backward)
+      : options_(options), rebuilt_(after_backward) {
+    TORCH_CHECK(
+        options.bucket_bytes() > 0 && options.first_bucket_bytes() > 0,
+        "resnet: DataParallel expects positive bucket sizes, got ",
+        options.bucket_bytes(),
+        " and ",
+        options.first_bucket_bytes());
+    if (!after_backward) {
+      broadcast_module(module, group);
+      channel_.emplace(group.channel("gradients"));
+    }
+    group_ = channel_ ? &*channel_ : &group;
+    if (group.size() == 1) {
+      return;
+    }
+    const auto named = module.named_parameters();
+    for (auto it = named.end(); it != named.begin();) {
+      --it;
+      if (it->value().requires_grad()) {
+        names_.push_back(it->key());
+        params_.push_back(it->value());
+      }
+    }
+    std::vector<size_t> order(params_.size());
+    for (size_t i = 0; i < order.size(); ++i) {
+      order[i] = i;
+    }
+    build(order);
+    if (after_backward) {
+      return;
+    }
+    hooks_.reserve(params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) {
+      hooks_.push_back(params_[i].register_hook(
+          [this, i](const torch::Tensor& grad) { on_gradient(i, grad); }));
+    }
+  }
+
   struct Slot {
     size_t bucket = 0;
     int64_t offset = 0;
@@ -403,7 +392,7 @@ class DataParallel {
       }
     }
     auto shared = torch::tensor(order, torch::kLong);
-    group_.broadcast_({shared});
+    group_->broadcast_({shared});
     std::vector<size_t> chosen;
     for (int64_t k = 0; k < shared.numel(); ++k) {
       chosen.push_back(static_cast<size_t>(shared[k].item<int64_t>()));
@@ -423,7 +412,7 @@ class DataParallel {
   }
 
   void start(size_t b) {
-    buckets_[b].wait = group_.start_all_reduce_sum_(buckets_[b].flat);
+    buckets_[b].wait = group_->start_all_reduce_sum_(buckets_[b].flat);
   }
 
   // Backward's gradient for parameter i, before it is added to .grad: the
@@ -464,7 +453,10 @@ class DataParallel {
     }
   }
 
-  Group group_; // a channel of the caller's group
+  // A channel of the caller's group (the caller's own for
+  // average_gradients).
+  std::optional<Group> channel_;
+  Group* group_ = nullptr;
   std::vector<std::string> names_;
   std::vector<torch::Tensor> params_; // last registered first
   std::vector<Slot> slots_;
@@ -478,5 +470,19 @@ class DataParallel {
   size_t next_ = 0; // the next bucket to send
   size_t overlapped_ = 0;
 };
+
+inline void average_gradients(
+    torch::nn::Module& module,
+    Group& group,
+    int64_t bucket_bytes) {
+  if (group.size() == 1) {
+    return;
+  }
+  const auto options = DataParallelOptions()
+                           .overlap(false)
+                           .bucket_bytes(bucket_bytes)
+                           .first_bucket_bytes(bucket_bytes);
+  DataParallel(module, group, options, true).finish();
+}
 
 } // namespace resnet::distributed

@@ -5,6 +5,7 @@
 // torchrun's store, with the collectives training needs.
 
 #include <resnet/config.h>
+#include <resnet/device.h>
 #include <resnet/error.h>
 #include <resnet/train/distributed/detail/tensors.h>
 #include <resnet/train/distributed/environment.h>
@@ -54,6 +55,15 @@ inline torch::Device process_device(
   const auto gpus = static_cast<int64_t>(torch::cuda::device_count());
   TORCH_CHECK(gpus > 0, "resnet: ", device, " asked for, but there is no GPU");
   return {torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % gpus)};
+}
+
+/// The same for a device named as parse_device reads it (a command line's
+/// --device); empty: default_device().
+inline torch::Device process_device(
+    const std::string& name,
+    const Environment& env) {
+  return process_device(
+      name.empty() ? default_device() : parse_device(name), env);
 }
 
 /// The processes that train together, joined through c10d's TCPStore:
@@ -159,6 +169,20 @@ class Group {
   /// The number of processes (world size).
   int64_t size() const {
     return env_.world_size;
+  }
+  /// Each process's share of `total` (a batch size, say), which must split
+  /// evenly over the processes; `what` names it in the error.
+  int64_t share_of(int64_t total, const std::string& what) const {
+    TORCH_CHECK(
+        total % size() == 0,
+        "resnet: ",
+        what,
+        " ",
+        total,
+        " does not split evenly over ",
+        size(),
+        " processes");
+    return total / size();
   }
   /// The environment the group was joined with.
   const Environment& environment() const {
