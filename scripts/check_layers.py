@@ -9,7 +9,8 @@ folder, the folders below it and LibTorch, never a folder above its own:
   io/           root
   inference/    root, model
   data/         root, io
-  train/        root, model, io, inference, data
+  hub/          root, model, io (published weights, caches, downloads)
+  train/        root, model, io, inference, data, hub
 
 Within a layer, a subfolder (io/detail/, train/distributed/) sits below its
 parent: it never includes the parent's headers or the parent's umbrella.
@@ -29,7 +30,8 @@ ALLOWED = {
     "io": {"root", "io"},
     "inference": {"root", "model", "inference"},
     "data": {"root", "io", "data"},
-    "train": {"root", "model", "io", "inference", "data", "train"},
+    "hub": {"root", "model", "io", "hub"},
+    "train": {"root", "model", "io", "inference", "data", "hub", "train"},
     "resnet.h": {"root", "model", "io", "inference"},
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]resnet/([^>"]+)[>"]', re.M)

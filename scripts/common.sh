@@ -15,7 +15,7 @@ RESNET_BUILD_ROOT=${RESNET_BUILD_ROOT:-$RESNET_ROOT/build}
 RESNET_APT_PACKAGES=(
   cmake ninja-build g++ ccache git
   libtorch-dev libgloo-dev libgtest-dev libpng-dev libturbojpeg0-dev zlib1g-dev pkg-config
-  nlohmann-json3-dev libcli11-dev
+  nlohmann-json3-dev libcli11-dev libcurl4-openssl-dev libssl-dev
   dataset-fashion-mnist doxygen
   python3 python3-venv python3-torch python3-torchvision python3-pil
 )

@@ -2,9 +2,10 @@
 # Builds the tests of what reads and writes files, decodes data and talks to
 # other processes (weights, checkpoints, torch.save, safetensors, the
 # hostile-file corpus, inputs, training files, data readers and the loader,
-# distributed), with classify and inspect_checkpoint, under AddressSanitizer
-# and UndefinedBehaviorSanitizer (GCC) against Debian's LibTorch, and runs
-# them. LibTorch itself is not instrumented. A leak, an invalid access or
+# distributed, the caches and downloads of published weights), with classify
+# and inspect_checkpoint, under AddressSanitizer and
+# UndefinedBehaviorSanitizer (GCC) against Debian's LibTorch, and runs them.
+# LibTorch itself is not instrumented. A leak, an invalid access or
 # undefined behaviour fails the test it happens in; nothing is suppressed.
 #
 #   bash scripts/sanitize.sh [ctest -R regex]
@@ -26,7 +27,7 @@ echo "== building $RESNET_BUILD_ROOT/sanitize"
 # The tests and the examples that read files; the training runs and the
 # benchmark programs are left out.
 cmake --build "$RESNET_BUILD_ROOT/sanitize" --target resnet_tests classify \
-  inspect_checkpoint
+  inspect_checkpoint resnet_hub_registry_tests resnet_hub_download_tests
 export ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 echo "== testing with address,undefined"
