@@ -1,21 +1,22 @@
-// Classifies image files with a ResNet checkpoint, the way torchvision's
-// ImageNet models are evaluated: resize the shorter side to 256, crop the
-// central 224x224, normalize, and print the top classes.
+// Classifies image files with a ResNet, printing the top classes:
 //
-//   classify --weights resnet50.pth --arch resnet50 [--topk 5]
-//            [--entry NAME] [--device cpu|cuda]
-//            [--classes imagenet_classes.txt] [--resize 256] [--crop 224]
-//            IMAGE...   (--help lists the flags)
+//   classify --model resnet50.a1_in1k IMAGE...    a published network by name
+//   classify --weights runs/train/best.pt IMAGE...  the trainer's, described
+//                                                 by config.json beside it
+//   classify --weights resnet50.pth --arch resnet50 IMAGE...  any weights
 //
-// The weights are any file resnet::load_state_dict reads: torchvision's
-// published .pth files, timm's model.safetensors or .pth, a training
-// checkpoint (the state dict is found under its usual names, or named with
-// --entry, e.g. --entry model_ema), a TorchScript archive, or a file from
-// resnet::save_state_dict. The architecture is any name of
-// resnet::architectures(), torchvision's or timm's (resnet50d,
-// seresnext50_32x4d, ...). Its number of classes is read from `fc.weight`.
-// Class names: one per line, in class order (examples/data/imagenet_classes.txt
-// for ImageNet).
+// --model takes torchvision's and timm's names
+// (resnet::hub::pretrained_names(), e.g. resnet50.IMAGENET1K_V2,
+// resnet50d.ra2_in1k): the weights are found in the caches of torch.hub and
+// huggingface_hub or downloaded into them, and bring their preprocessing and
+// class names. --weights takes any file resnet::load_state_dict reads
+// (torchvision's .pth, timm's safetensors, a training checkpoint, with --entry
+// for its state dict's name); a config.json in its folder (the trainer writes
+// one, a Hub snapshot has one) gives the architecture, input channels,
+// preprocessing and class names. Without one, --arch names the architecture,
+// the classes are counted from fc.weight and ImageNet's preprocessing applies
+// (--resize, --crop and
+// --classes override).
 //
 // Build it alone against an installed resnet package:
 //   find_package(resnet CONFIG REQUIRED)
@@ -24,12 +25,18 @@
 //   find_package(PkgConfig REQUIRED)
 //   pkg_check_modules(TURBOJPEG REQUIRED IMPORTED_TARGET libturbojpeg)
 //   add_executable(classify classify.cpp)                   # libturbojpeg0-dev
-//   target_link_libraries(classify PRIVATE resnet::resnet PNG::PNG
+//   target_link_libraries(classify PRIVATE resnet::hub PNG::PNG
 //                         PkgConfig::TURBOJPEG CLI11::CLI11)
+// (resnet::resnet instead of resnet::hub: everything but --model.)
 
 #include <resnet/data/image.h>
 #include <resnet/data/transforms.h>
+#include <resnet/io/model_config.h>
+#include <resnet/model/config.h>
 #include <resnet/resnet.h>
+#if RESNET_WITH_HUB
+#include <resnet/hub/pretrained.h>
+#endif
 
 #include <torch/torch.h>
 #include <CLI/CLI.hpp>
@@ -51,14 +58,15 @@
 namespace {
 
 struct Args {
+  std::string model;
   std::string weights;
   std::string entry;
   std::string arch;
   std::string device;
   std::string classes = RESNET_CLASSES_FILE;
   int64_t topk = 5;
-  int64_t resize = 256;
-  int64_t crop = 224;
+  int64_t resize = 0;
+  int64_t crop = 0;
   std::vector<std::string> images;
 };
 
@@ -79,27 +87,73 @@ Args parse_args(int argc, char** argv) {
       CLI::MultiOptionPolicy::TakeLast);
   const auto positive =
       CLI::Range(int64_t{1}, std::numeric_limits<int64_t>::max(), "POSITIVE");
-  app.add_option("--weights", a.weights, "checkpoint or weights file")
-      ->required();
-  app.add_option("--arch", a.arch, "any of resnet::architectures()")
-      ->required();
+  const auto model =
+      app.add_option("--model", a.model, "published weights by name");
+  const auto weights =
+      app.add_option("--weights", a.weights, "checkpoint or weights file");
+  model->excludes(weights);
+  app.add_option("--arch", a.arch, "any of resnet::architectures()");
   app.add_option("--topk", a.topk, "classes printed per image")
       ->check(positive);
   app.add_option("--entry", a.entry, "the state dict's name in a checkpoint");
   app.add_option(
       "--device", a.device, "cpu, cuda or cuda:N (default: cuda if any)");
   app.add_option("--classes", a.classes, "class names, one per line");
-  app.add_option("--resize", a.resize, "shorter side resized to N")
+  app.add_option(
+         "--resize",
+         a.resize,
+         "shorter side resized to N (default: the weights')")
       ->check(positive);
-  app.add_option("--crop", a.crop, "central NxN crop")->check(positive);
+  app.add_option("--crop", a.crop, "central NxN crop (default: the weights')")
+      ->check(positive);
   try {
     app.parse(argc, argv);
+    if (a.model.empty() && a.weights.empty()) {
+      throw CLI::RequiredError("--model or --weights");
+    }
   } catch (const CLI::ParseError& e) {
     std::ostringstream out, err;
     const int code = app.exit(e, out, err);
     throw UsageError{out.str() + err.str(), code == 0 ? 0 : 2};
   }
   return a;
+}
+
+// The network and its description: published weights by name, or a
+// weights file with the config.json beside it, or with --arch.
+std::pair<resnet::AnyResNet, resnet::ModelConfig> load(const Args& a) {
+  if (!a.model.empty()) {
+#if RESNET_WITH_HUB
+    auto p = resnet::hub::pretrained(a.model);
+    return {p.model, p.config};
+#else
+    throw std::runtime_error(
+        "--model needs the library built with libcurl (resnet::hub); give "
+        "--weights FILE --arch NAME");
+#endif
+  }
+  auto config = resnet::find_model_config(a.weights);
+  const auto state = resnet::read_state_dict(a.weights, a.entry);
+  if (!config) {
+    if (a.arch.empty()) {
+      throw UsageError{
+          "--arch is required: there is no config.json beside " + a.weights +
+              "\n",
+          2};
+    }
+    config.emplace();
+    for (const auto& item : state) { // the classes, from fc.weight
+      const auto& name = item.first;
+      if (name.size() >= 9 &&
+          name.compare(name.size() - 9, 9, "fc.weight") == 0) {
+        config->num_classes = item.second.size(0);
+      }
+    }
+  }
+  config->architecture = a.arch.empty() ? config->architecture : a.arch;
+  auto model = resnet::create(*config);
+  resnet::load_state_dict(*model, state, {}, "'" + a.weights + "'");
+  return {model, *config};
 }
 
 // Class names, one per line; empty if the file cannot be read.
@@ -121,26 +175,14 @@ int main(int argc, char** argv) try {
       ? resnet::default_device()
       : resnet::parse_device(args.device);
 
-  // The checkpoint says how many classes the model has.
-  const auto state = resnet::read_state_dict(args.weights, args.entry);
-  int64_t classes = 0;
-  for (const auto& item : state) {
-    const auto& name = item.first;
-    if (name.size() >= 9 &&
-        name.compare(name.size() - 9, 9, "fc.weight") == 0) {
-      classes = item.second.size(0);
-    }
-  }
-  if (classes == 0) {
-    throw std::runtime_error("'" + args.weights + "' has no fc.weight");
-  }
-  auto model =
-      resnet::create(args.arch, resnet::ResNetOptions().num_classes(classes));
-  resnet::load_state_dict(*model, state, {}, "'" + args.weights + "'");
+  auto [model, config] = load(args);
   model->to(device);
   model->eval();
-
-  auto names = read_names(args.classes);
+  const int64_t classes = config.num_classes;
+  auto names = config.label_names;
+  if (names.empty()) {
+    names = read_names(args.classes);
+  }
   if (static_cast<int64_t>(names.size()) != classes) {
     if (!names.empty()) {
       std::cerr << "classify: " << args.classes << " has " << names.size()
@@ -148,16 +190,18 @@ int main(int argc, char** argv) try {
     }
     names.clear();
   }
-
-  const auto prep =
-      resnet::PreprocessOptions().resize(args.resize).crop(args.crop);
+  auto prep = config.preprocess;
+  prep.resize(args.resize > 0 ? args.resize : prep.resize());
+  prep.crop(args.crop > 0 ? args.crop : prep.crop());
+  const auto channels = static_cast<int>(config.in_channels);
   const int64_t k = std::min(args.topk, classes);
   int failures = 0;
   torch::NoGradGuard no_grad;
   for (const auto& path : args.images) {
     torch::Tensor input;
     try {
-      input = resnet::preprocess(resnet::read_image(path), prep).to(device);
+      input = resnet::preprocess(resnet::read_image(path, channels), prep)
+                  .to(device);
     } catch (const c10::Error& e) {
       std::cerr << "classify: " << e.what_without_backtrace() << "\n";
       ++failures;

@@ -1,11 +1,11 @@
 // Trains a ResNet image classifier and evaluates it; --help lists the flags.
 // Data: Fashion-MNIST (the default), IDX, CIFAR-10/100 or image folders
 // DIR/{train,test}/<class>/. Into --out go metrics.csv, steps.csv, curves.svg,
-// best.pt, last.pt, summary.json and checkpoint/ (Ctrl-C saves, --resume
-// continues exactly). Under torchrun it trains data-parallel over c10d. Builds
-// alone with find_package(resnet) and CLI11, linking resnet::resnet
-// CLI11::CLI11 ZLIB::ZLIB PNG::PNG libturbojpeg (several processes also need
-// RESNET_WITH_C10D=1 USE_DISTRIBUTED USE_C10D_GLOO:
+// best.pt, last.pt, config.json (for classify), summary.json and checkpoint/
+// (Ctrl-C saves, --resume continues exactly). Under torchrun it trains
+// data-parallel over c10d. Builds alone with find_package(resnet) and CLI11,
+// linking resnet::resnet CLI11::CLI11 ZLIB::ZLIB PNG::PNG libturbojpeg (several
+// processes also need RESNET_WITH_C10D=1 USE_DISTRIBUTED USE_C10D_GLOO:
 // resnet/train/distributed.h).
 
 #include <resnet/data/datasets.h>
@@ -29,13 +29,14 @@ namespace {
 struct Args {
   std::string data = "/usr/share/datasets/fashion-mnist", dataset;
   std::string out = "runs/train", arch = "resnet20", stem = "auto", device;
+  std::string pretrained, freeze = "none";
   int64_t epochs = 5, batch_size = 128, pad = 2, image_size = 0, workers = 2;
   int64_t threads = 0, train_limit = 0, test_limit = 0, stop_after = 0;
   double lr = 0.1, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = -1;
   double label_smoothing = 0.1, erasing = 0, mixup = 0, cutmix = 0;
-  double timeout = 300;
+  double timeout = 300, backbone_lr = 1;
   bool no_nesterov = false, no_flip = false, no_augment = false, resume = false;
-  bool sync_bn = false, cuda_graph = false;
+  bool sync_bn = false, cuda_graph = false, freeze_bn = false;
   uint64_t seed = 0;
 };
 
@@ -84,6 +85,11 @@ Args parse_args(int argc, char** argv) {
   app.add_flag("--resume", a.resume, "continue the run in --out");
   app.add_flag("--sync-bn", a.sync_bn, "batch norm over all processes");
   app.add_flag("--cuda-graph", a.cuda_graph, "steps replayed as a CUDA graph");
+  opt("--pretrained", a.pretrained, "start from weights: a file or a name");
+  opt("--freeze", a.freeze, "")->check(CLI::IsMember(resnet::freeze_choices()));
+  opt("--backbone-lr", a.backbone_lr, "pretrained layers' lr factor")
+      ->check(unit);
+  app.add_flag("--freeze-bn", a.freeze_bn, "keep batch-norm statistics");
   opt("--train-limit", a.train_limit, "the first N train images")->check(count);
   opt("--test-limit", a.test_limit, "the first N test images")->check(count);
   opt("--stop-after", a.stop_after, "stop after N steps, as Ctrl-C")
@@ -101,17 +107,17 @@ Args parse_args(int argc, char** argv) {
 // Everything the steps of main share.
 struct Run {
   Args args;
-  // The processes of a torchrun launch (or just this one).
-  std::unique_ptr<resnet::distributed::Group> group;
+  std::unique_ptr<resnet::distributed::Group> group; // torchrun's, or one
   bool talk = true; // rank 0 talks and writes
   torch::Device device = torch::kCPU;
   rd::TrainTest data;
   rd::BatchPreparation prepare; // normalized, augmented in training
   int64_t classes = 0, steps_per_epoch = 0;
   resnet::AnyResNet model = nullptr;
+  resnet::ModelConfig config; // config.json: what classify needs
+  resnet::FineTune tune; // --pretrained
   std::unique_ptr<resnet::ForeachSGD> optimizer;
-  // Eager, or with --cuda-graph captured at the first batch and replayed.
-  std::unique_ptr<resnet::TrainStep> step;
+  std::unique_ptr<resnet::TrainStep> step; // eager, or a CUDA graph
   resnet::WarmupCosine lr;
   std::unique_ptr<resnet::TrainingLog> log;
   resnet::RunProgress at; // saved in checkpoints
@@ -121,27 +127,17 @@ struct Run {
 void load_data(Run& r) {
   const auto& a = r.args;
   r.data = rd::open_dataset(
-      a.data, a.dataset, rd::ImageFolderOptions().size(a.image_size));
-  r.data.train = r.data.train.head(a.train_limit);
-  r.data.test = r.data.test.head(a.test_limit);
-  r.classes = static_cast<int64_t>(r.data.train.classes().size());
-  auto& p = r.prepare;
-  std::tie(p.mean, p.std) = rd::channel_statistics(r.data.train.images());
-  std::tie(p.classes, p.seed) = std::pair(r.classes, a.seed);
-  const bool flip = !a.no_flip && rd::flips_keep_class(r.data.kind);
-  auto& augment = p.augment.emplace();
-  augment.padding(a.pad).flip(flip ? 0.5 : 0).erasing().p(a.erasing);
+               a.data, a.dataset, rd::ImageFolderOptions().size(a.image_size))
+               .head(a.train_limit, a.test_limit);
+  auto augment = rd::AugmentOptions().padding(a.pad).flip(a.no_flip ? 0 : 0.5);
+  augment.erasing().p(a.erasing);
   augment.mix().mixup_alpha(a.mixup).cutmix_alpha(a.cutmix).label_smoothing(
       a.label_smoothing);
-  if (a.no_augment) {
-    p.augment.reset();
-  }
-  if (r.talk) {
+  r.prepare = rd::batch_preparation(
+      r.data, a.no_augment ? std::nullopt : std::optional(augment), a.seed);
+  r.classes = r.prepare.classes;
+  if (r.talk) { // the kind, if told from the files: --dataset chooses
     std::cout << "data: " << r.data.describe() << " in " << a.data << "\n";
-  }
-  if (r.talk && !r.data.guess_reason.empty()) {
-    std::cout << "  told from the files: " << r.data.guess_reason
-              << "; say --dataset to choose\n";
   }
 }
 
@@ -159,8 +155,16 @@ void build_model(Run& r) {
   resnet::distributed::synchronize_batch_norm(*r.model, *r.group);
   r.model->to(r.device);
   resnet::to_channels_last(*r.model); // faster on GPUs and oneDNN CPUs
+  if (!a.pretrained.empty()) { // with the weights' mean and std, if known
+    r.tune = resnet::fine_tune(
+        *r.model,
+        a.pretrained,
+        resnet::FineTuneOptions().freeze(a.freeze).backbone_lr(a.backbone_lr));
+    r.tune.normalize_as_pretrained(r.prepare);
+  }
+  r.config = resnet::trained_config(a.arch, options, r.data.train, r.prepare);
   r.optimizer = std::make_unique<resnet::ForeachSGD>(
-      r.model->parameters(),
+      r.tune.groups(*r.model),
       torch::optim::SGDOptions(a.lr)
           .momentum(a.momentum)
           .nesterov(!a.no_nesterov && a.momentum > 0)
@@ -171,12 +175,12 @@ void build_model(Run& r) {
     std::cout << "model: " << a.arch << " (" << resnet::to_string(stem)
               << " stem), " << r.device << (r.device.is_cuda() ? " bf16" : "")
               << " channels_last, " << torch::get_num_threads() << " threads x "
-              << r.group->size() << " processes\n";
+              << r.group->size() << " processes\n"
+              << r.tune.describe();
   }
 }
 
-// What a resumed run must share with the run it continues.
-json run_identity(const Run& r) {
+json run_identity(const Run& r) { // what a resumed run must share
   return {
       {"arch", r.args.arch},
       {"dataset", r.data.kind},
@@ -228,7 +232,7 @@ std::optional<double> train_epoch(Run& r, rd::Loader& loader) {
   auto& at = r.at;
   const int64_t epoch = at.step / r.steps_per_epoch;
   loader.start_epoch(epoch, at.step % r.steps_per_epoch);
-  r.model->train();
+  resnet::train_mode(*r.model, r.args.freeze_bn);
   const auto label = "epoch " + std::to_string(epoch + 1) + "/" +
       std::to_string(r.args.epochs);
   resnet::ProgressLine bar(label, r.steps_per_epoch, r.talk, "img");
@@ -238,7 +242,7 @@ std::optional<double> train_epoch(Run& r, rd::Loader& loader) {
   while (auto b = loader.next()) {
     const auto [x, y] = r.prepare(*b, true);
     const double lr = r.lr(at.step);
-    resnet::set_learning_rate(*r.optimizer, lr);
+    resnet::set_learning_rate(*r.optimizer, lr, r.tune.lr_factors);
     const auto [loss, logits] = (*r.step)(x, y);
     // The step over all the processes, and whether any of them stops.
     const auto step = at.epoch.add_step(
@@ -289,6 +293,7 @@ void end_epoch(Run& r, double images_per_second) {
     at.best = m.test_accuracy;
     resnet::save_state_dict(*r.model, r.args.out + "/best.pt");
   }
+  resnet::write_model_config(r.args.out + "/config.json", r.config);
   save_checkpoint(r);
 }
 
@@ -305,9 +310,7 @@ void report(const Run& r, double wall) {
        {"training_seconds", r.at.seconds},
        {"device", r.device.str()},
        {"cuda_graph", r.args.cuda_graph},
-       {"threads", torch::get_num_threads()},
-       {"mean", r.prepare.mean},
-       {"std", r.prepare.std}});
+       {"threads", torch::get_num_threads()}});
   summary.update(r.test->summary(classes));
   resnet::write_file_atomically(
       r.args.out + "/summary.json", summary.dump(2) + "\n");
@@ -326,9 +329,7 @@ int main(int argc, char** argv) try {
   r.args = parse_args(argc, argv);
   const auto& a = r.args;
   resnet::set_num_threads(a.threads);
-  r.group = std::make_unique<resnet::distributed::Group>(
-      resnet::distributed::from_environment(),
-      std::chrono::milliseconds(std::llround(a.timeout * 1000)));
+  r.group = resnet::distributed::join_from_environment(a.timeout);
   r.talk = r.group->rank() == 0;
   r.device =
       resnet::distributed::process_device(a.device, r.group->environment());

@@ -12,8 +12,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const auto image =
           resnet::decode_image(data, size, channels, "fuzz", 1 << 22);
       if (channels == 3) {
-        (void)resnet::preprocess(
-            image, resnet::PreprocessOptions().resize(16).crop(8))
+        (void)resnet::preprocess(image, resnet::Preprocess().resize(16).crop(8))
             .sum();
       }
     });

@@ -772,7 +772,9 @@ TEST(Datasets, FashionMnistInAFolderOfAnyNameIsGuessedByContent) {
   EXPECT_EQ(both.test.classes(), rd::class_names("fashion-mnist"));
   EXPECT_EQ(
       both.describe(),
-      "fashion-mnist: 60000 train, 10000 test, 1x28x28, 10 classes");
+      "fashion-mnist: 60000 train, 10000 test, 1x28x28, 10 classes\n"
+      "  told from the files: " +
+          guess.reason);
   EXPECT_TRUE(rd::flips_keep_class(both.kind));
   for (const auto* kind : {"mnist", "kmnist", "idx"}) {
     EXPECT_FALSE(rd::flips_keep_class(kind)) << kind;

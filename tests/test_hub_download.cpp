@@ -1,11 +1,15 @@
-// The caches shared with torch.hub and huggingface_hub, and downloads from
+// The caches shared with torch.hub and huggingface_hub, downloads from
 // stand-ins for the Hub and download.pytorch.org on 127.0.0.1
-// (tests/python/standin_servers.py, one per test, started and killed here).
+// (tests/python/standin_servers.py, one per test, started and killed here),
+// and published networks by name (resnet::hub::pretrained) against timm's
+// and torchvision's own outputs.
 // Every test has its own cache folders, given through the environment
 // variables Python reads too.
 
 #include <resnet/hub/cache.h>
 #include <resnet/hub/download.h>
+#include <resnet/hub/pretrained.h>
+#include <resnet/io/state_dict.h>
 
 #include <curl/curl.h>
 #include <gtest/gtest.h>
@@ -809,3 +813,146 @@ TEST_F(HubTest, TokenGoesToTheHubAndNotToTheCdn) {
 }
 
 } // namespace
+
+// ------------------------------------------------------- pretrained networks
+
+// The tensor `name` of a file of tensors.
+torch::Tensor tensor_in(const fs::path& file, const std::string& name) {
+  for (const auto& [key, value] : resnet::read_state_dict(file.string())) {
+    if (key == name) {
+      return value;
+    }
+  }
+  throw std::runtime_error("no " + name + " in " + file.string());
+}
+
+// Makes, with timm or torchvision, a network with random weights and batch
+// norm statistics (`create`), saves it where the Hub stand-in or torch.hub's
+// cache serves it (`save`, to `target`), and writes its output for one input
+// into io.safetensors ({"x", "y"}). Returns that file.
+fs::path python_network(
+    const fs::path& root,
+    const std::string& create,
+    const std::string& save,
+    const std::string& target) {
+  const PythonRun run =
+      run_python(
+          root,
+          R"(
+import os, torch, timm, torchvision, safetensors.torch
+torch.manual_seed(0)
+target = ")" + target +
+              R"("
+)" + create + R"(
+for m in model.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+        m.running_mean.normal_()
+        m.running_var.uniform_(0.5, 2)
+model.eval()
+)" + save + R"(
+x = torch.rand(2, 3, 64, 64)
+with torch.no_grad():
+    y = model(x)
+safetensors.torch.save_file({"x": x, "y": y}, os.path.join(")" +
+              root.string() + R"(", "io.safetensors"))
+)");
+  EXPECT_EQ(run.status, 0) << run.output;
+  return root / "io.safetensors";
+}
+
+TEST_F(HubTest, PretrainedTimmNetworkBringsItsConfigAndGivesTimmsOutputs) {
+  const fs::path served = root_ / "served";
+  const auto io = python_network(
+      root_,
+      R"(model = timm.create_model("resnet18d.ra2_in1k", pretrained=False))",
+      R"(from timm.models._hub import save_for_hf
+save_for_hf(model, target, safe_serialization=True))",
+      (served / "timm" / "resnet18d.ra2_in1k").string());
+  StandIn& server = serve("--serve '" + served.string() + "'");
+  auto p = resnet::hub::pretrained("resnet18d.ra2_in1k", quick());
+  EXPECT_EQ(p.config.architecture, "resnet18d");
+  EXPECT_EQ(p.config.num_classes, 1000);
+  EXPECT_EQ(p.config.label_names.at(0), "tench");
+  EXPECT_EQ(p.config.preprocess.interpolation(), "bicubic"); // timm's cfg
+  EXPECT_EQ(p.config.preprocess.crop(), 224);
+  EXPECT_EQ(p.config.preprocess.resize(), 256); // 224 / crop_pct 0.875
+  EXPECT_EQ(p.published->hf_repo, "timm/resnet18d.ra2_in1k");
+  EXPECT_NE(p.file.find("models--timm--resnet18d.ra2_in1k"), std::string::npos);
+  EXPECT_EQ(server.seen("GET", "/cdn/").size(), 1u); // the weights, once
+  torch::NoGradGuard no_grad;
+  const auto y = p.model->forward(tensor_in(io, "x"));
+  EXPECT_TRUE(torch::allclose(y, tensor_in(io, "y"), 1e-4, 1e-4))
+      << (y - tensor_in(io, "y")).abs().max();
+  // Again, offline: from the cache, without a request.
+  const size_t before = server.requests().size();
+  setenv("HF_HUB_OFFLINE", "1", 1);
+  const auto again = resnet::hub::pretrained("resnet18d.ra2_in1k", quick());
+  EXPECT_EQ(again.file, p.file);
+  EXPECT_EQ(server.requests().size(), before);
+}
+
+TEST_F(HubTest, PretrainedTorchvisionNetworkFromTorchHubsCache) {
+  const auto& row = resnet::hub::weights_or_throw("resnet18.DEFAULT");
+  const auto io = python_network(
+      root_,
+      R"(model = torchvision.models.resnet18())",
+      R"(folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+os.makedirs(folder, exist_ok=True)
+torch.save(model.state_dict(), os.path.join(folder, target))
+)",
+      std::string(row.file));
+  StandIn& server = serve();
+  auto p = resnet::hub::pretrained("resnet18.DEFAULT", quick());
+  EXPECT_EQ(p.published->name, "resnet18.IMAGENET1K_V1");
+  EXPECT_EQ(p.file, (checkpoints() / std::string(row.file)).string());
+  EXPECT_EQ(p.config.preprocess.resize(), 256);
+  EXPECT_EQ(p.config.preprocess.crop(), 224);
+  EXPECT_EQ(p.config.label_names.size(), 1000u);
+  EXPECT_TRUE(server.requests().empty());
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::allclose(
+      p.model->forward(tensor_in(io, "x")), tensor_in(io, "y"), 1e-4, 1e-4));
+  // A name neither project uses: the close ones.
+  try {
+    resnet::hub::pretrained("resnet18.imagenet1k_v1", quick());
+    ADD_FAILURE() << "an unknown name loaded";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("resnet18.IMAGENET1K_V1"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(ModelConfig, RoundTripsThroughTimmsLayout) {
+  resnet::ModelConfig c;
+  c.architecture = "resnet20";
+  c.num_classes = 3;
+  c.in_channels = 1;
+  c.stem = "cifar";
+  c.input_size = 28;
+  c.preprocess.resize(28).crop(28).mean({0.25}).std({0.5});
+  c.label_names = {"a", "b", "c"};
+  const auto j = resnet::model_config_to_json(c);
+  EXPECT_EQ(j["pretrained_cfg"]["input_size"], json({1, 28, 28}));
+  EXPECT_EQ(j["pretrained_cfg"]["crop_pct"], 1.0);
+  const auto back = resnet::model_config_from_json(j);
+  EXPECT_EQ(back.architecture, "resnet20");
+  EXPECT_EQ(back.num_classes, 3);
+  EXPECT_EQ(back.in_channels, 1);
+  EXPECT_EQ(back.stem, "cifar");
+  EXPECT_EQ(back.preprocess.resize(), 28);
+  EXPECT_EQ(back.preprocess.mean(), std::vector<double>{0.25});
+  EXPECT_EQ(back.label_names, c.label_names);
+  // Wrong descriptions are named.
+  auto bad = j;
+  bad["pretrained_cfg"]["mean"] = {0.1, 0.2, 0.3};
+  try {
+    resnet::model_config_from_json(bad, "x.json");
+    ADD_FAILURE() << "three means for one channel accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("resnet: x.json: expected one mean"),
+        std::string::npos)
+        << e.what();
+  }
+}

@@ -2,7 +2,11 @@
 
 // What this build of the library can use, decided once from the platform and
 // the LibTorch it compiles against. Each macro is 0 or 1; define one before
-// including the library to override it.
+// including the library to override it, and then alike in every translation
+// unit of a program: the classes and functions that depend on a macro (the
+// data-parallel ones on RESNET_WITH_C10D, say) are inline, and two
+// definitions of one in a program are undefined behaviour that the linker
+// does not report.
 //
 //   RESNET_HAS_POSIX_FILES  open/fstat/pread (files are checked before they
 //                           are opened; otherwise C++ streams)

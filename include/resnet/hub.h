@@ -7,4 +7,5 @@
 #include <resnet/hub/cache.h>
 #include <resnet/hub/download.h>
 #include <resnet/hub/imagenet_classes.h>
+#include <resnet/hub/pretrained.h>
 #include <resnet/hub/registry.h>

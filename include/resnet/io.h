@@ -6,6 +6,7 @@
 
 #include <resnet/io/checkpoint.h>
 #include <resnet/io/files.h>
+#include <resnet/io/model_config.h>
 #include <resnet/io/safetensors.h>
 #include <resnet/io/state_dict.h>
 #include <resnet/io/weights.h>

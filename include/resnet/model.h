@@ -6,6 +6,7 @@
 
 #include <resnet/model/attention.h>
 #include <resnet/model/blocks.h>
+#include <resnet/model/config.h>
 #include <resnet/model/functional.h>
 #include <resnet/model/models.h>
 #include <resnet/model/network.h>

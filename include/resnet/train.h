@@ -10,6 +10,7 @@
 #include <resnet/train/cuda_graph_step.h>
 #include <resnet/train/distributed.h>
 #include <resnet/train/evaluate.h>
+#include <resnet/train/fine_tune.h>
 #include <resnet/train/grad_scaler.h>
 #include <resnet/train/interrupt.h>
 #include <resnet/train/log.h>
@@ -20,3 +21,4 @@
 #include <resnet/train/progress.h>
 #include <resnet/train/schedule.h>
 #include <resnet/train/train_step.h>
+#include <resnet/train/trained_config.h>

@@ -72,6 +72,56 @@ def run(cmd):
     return r
 
 
+def published_by_name(args):
+    """classify --model NAME: timm's weights for resnet18d.ra2_in1k (random
+    here) from a stand-in Hub, with their config.json's preprocessing
+    (bicubic, crop_pct 0.875) and ImageNet's class names."""
+    import json
+    import signal
+    import tempfile
+    import timm
+    from timm.models._hub import save_for_hf
+    work = os.path.join(args.work, "hub")
+    served = os.path.join(work, "served", "timm", "resnet18d.ra2_in1k")
+    torch.manual_seed(4)
+    model = timm.create_model("resnet18d.ra2_in1k", pretrained=False)
+    with torch.no_grad():
+        model.fc.weight.mul_(40)
+    model.eval()
+    save_for_hf(model, served, safe_serialization=True)
+    cfg = json.load(open(os.path.join(served, "config.json")))["pretrained_cfg"]
+    server = subprocess.Popen(
+        [sys.executable, os.path.join(os.path.dirname(__file__), "standin_servers.py"),
+         "--serve", os.path.join(work, "served")], stdout=subprocess.PIPE, text=True)
+    try:
+        hub_port = server.stdout.readline().split()[1]
+        env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{hub_port}",
+                   HF_HOME=tempfile.mkdtemp(dir=work), no_proxy="127.0.0.1")
+        image = os.path.join(args.work, "rgb.png")
+        r = subprocess.run([args.classify, "--model", "resnet18d.ra2_in1k", "--device", "cpu",
+                            image], capture_output=True, text=True, env=env)
+        print("+ classify --model resnet18d.ra2_in1k  -> %d" % r.returncode)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait()
+    size = cfg["input_size"][-1]
+    img = TF.pil_to_tensor(Image.open(image).convert("RGB")).float()
+    img = TF.resize(img, int(size / cfg["crop_pct"]),
+                    interpolation=TF.InterpolationMode.BICUBIC, antialias=True).clamp(0, 255)
+    x = TF.normalize(TF.center_crop(img, size) / 255.0, cfg["mean"], cfg["std"]).unsqueeze(0)
+    with torch.no_grad():
+        v, i = torch.softmax(model(x), 1)[0].topk(5)
+    want = [(int(c), float(q)) for q, c in zip(v, i)]
+    have = parse(r.stdout).get(image, [])
+    names = open(os.path.join(os.path.dirname(__file__), "..", "..", "examples",
+                              "data", "imagenet_classes.txt")).read().splitlines()
+    check(r.returncode == 0 and [c for c, _ in have] == [c for c, _ in want]
+          and max(abs(a[1] - b[1]) for a, b in zip(have, want)) <= 1e-3
+          and names[want[0][0]] in r.stdout,
+          f"classify --model: timm's preprocessing and the class names; top-5 "
+          f"{[c for c, _ in have]} == {[c for c, _ in want]} {r.stderr.strip()}")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--classify", required=True)
@@ -132,6 +182,7 @@ def main():
     noimage = run([args.classify, "--weights", ckpt, "--arch", "resnet18"])
     check(noimage.returncode == 2 and "IMAGE is required" in noimage.stderr,
           "no image is a usage error")
+    published_by_name(args)
     helped = run([args.classify, "--help"])
     check(helped.returncode == 0 and "IMAGE" in helped.stdout and "--weights" in helped.stdout,
           "--help lists the flags and exits 0")

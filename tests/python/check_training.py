@@ -223,9 +223,74 @@ def crash_safety(t, w, common, reference):
           "uninterrupted one")
 
 
+def classify_round_trip(classify, w, run, size, channels):
+    """classify --weights RUN/best.pt reads config.json beside it: the
+    architecture, channels, normalization and class names the trainer used.
+    Images in the other colour kind too (RGB for a grayscale network,
+    grayscale for an RGB one) are converted."""
+    config = json.load(open(w(run, "config.json")))
+    names = config["pretrained_cfg"].get("label_names", [])
+    check(config["architecture"] == "resnet20"
+          and config["pretrained_cfg"]["input_size"] == [channels, size, size]
+          and len(names) == 10 and len(config["pretrained_cfg"]["mean"]) == channels,
+          f"{run}/config.json describes the network: {config['pretrained_cfg']['input_size']}")
+    rng = random.Random(7)
+    folder = w(run + "-images")
+    os.makedirs(folder, exist_ok=True)
+    paths, labels = [], []
+    for i in range(20):
+        label = i % 10
+        px = pattern(label, size, rng, channels=channels)
+        mode = "L" if channels == 1 else "RGB"
+        img = Image.frombytes(mode, (size, size), bytes(v for p in zip(*px) for v in p))
+        if i % 2:  # the other colour kind, and twice the size
+            img = img.convert("RGB" if channels == 1 else "L").resize((2 * size, 2 * size))
+        paths.append(os.path.join(folder, f"{i:02d}.png"))
+        img.save(paths[-1])
+        labels.append(label)
+    r = subprocess.run([classify, "--weights", w(run, "best.pt"), "--topk", "1",
+                        "--device", "cpu"] + paths, capture_output=True, text=True)
+    tops = [line.split()[-1] for line in r.stdout.splitlines() if line.startswith("   1.")]
+    right = sum(1 for top, label in zip(tops, labels) if top == names[label])
+    check(r.returncode == 0 and len(tops) == 20 and right >= 16,
+          f"classify --weights {run}/best.pt alone: {right}/20 named right "
+          f"(exit {r.returncode}) {r.stderr.strip()}")
+
+
+def fine_tuning(t, w):
+    """--pretrained: the grayscale 10-class MNIST network starts the RGB
+    3-class image-folder task; its classifier is new, its first convolution
+    adapted to three channels, the stem and layer1 frozen."""
+    r = t.run("finetune", "--data", w("images"), "--epochs", "2", "--batch-size", "16",
+              "--pretrained", w("mnist-run", "best.pt"), "--freeze", "1",
+              "--backbone-lr", "0.1")
+    check(r.returncode == 0 and "fine-tuning from" in r.stdout
+          and "skipped (new classifier): fc.weight, fc.bias (2)" in r.stdout
+          and "conv1.weight 1 -> 3 input channels" in r.stdout
+          and "pretrained layers at 0.1x" in r.stdout,
+          "--pretrained says what it skipped, adapted and froze: " + r.stderr.strip())
+    if r.returncode != 0:
+        return
+    before = torch.load(w("mnist-run", "best.pt"), weights_only=True)
+    after = torch.load(w("finetune", "last.pt"), weights_only=True)
+    frozen = [k for k in after if k.startswith(("layer1.", "bn1.")) and "num_batches" not in k]
+    check(frozen and all(torch.equal(before[k], after[k]) for k in frozen),
+          f"the frozen stem and layer1 kept their weights and statistics ({len(frozen)} tensors)")
+    check(torch.allclose(after["conv1.weight"], before["conv1.weight"].repeat(1, 3, 1, 1) / 3),
+          "the grayscale filters became RGB ones (repeated, a third each)")
+    check(not torch.equal(before["layer3.0.conv1.weight"], after["layer3.0.conv1.weight"])
+          and list(after["fc.weight"].shape) == [3, 64],
+          "the rest learnt, with a new 3-class classifier")
+    bad = t.run("finetune-bad", "--data", w("images"), "--epochs", "1",
+                "--pretrained", w("nowhere.pt"), expect=1)
+    check(bad.returncode == 1 and "nowhere.pt" in bad.stderr,
+          "--pretrained names a file that is not there: " + bad.stderr.strip())
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--train", required=True)
+    p.add_argument("--classify", required=True)
     p.add_argument("--work", required=True)
     args = p.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
@@ -275,6 +340,8 @@ def main():
               and state["conv1.weight"].shape[1] == 1,
               f"{name} opens in Python: a state dict with fc.weight [10, 64]")
 
+    classify_round_trip(args.classify, w, "mnist-run", 28, 1)
+
     r = t.run("gz-run", "--data", w("mnist-gz"), "--dataset", "mnist", "--epochs", "1")
     check(r.returncode == 0, "reads gzipped IDX files")
     # These classes differ by where a bright cell is, which a flip moves to
@@ -284,6 +351,8 @@ def main():
     s = json.load(open(w("cifar-run", "summary.json"))) if r.returncode == 0 else {}
     check(r.returncode == 0 and "cifar10" in r.stdout and s.get("test_accuracy", 0) > 0.9,
           f"trains on CIFAR-10 binary files (accuracy {s.get('test_accuracy')})")
+    classify_round_trip(args.classify, w, "cifar-run", 32, 3)
+    fine_tuning(t, w)
     r = t.run("folder-run", "--data", w("images"), "--epochs", "4", "--batch-size", "16")
     s = json.load(open(w("folder-run", "summary.json"))) if r.returncode == 0 else {}
     check(r.returncode == 0 and s.get("classes") == ["circle", "square", "stripe"]

@@ -18,13 +18,16 @@ Options make it misbehave on purpose: --cut (the first GET of each file
 stops halfway), --no-range (Range ignored: always 200 and the whole file),
 --corrupt (one byte changed), --slow SECONDS (a pause halfway through each
 body), --fail N (the first N requests of each path get 503), --token T (the
-hub port answers 401 without "Authorization: Bearer T").
+hub port answers 401 without "Authorization: Bearer T"). --serve DIR adds
+the files under DIR: DIR/<org>/<name>/<file> as repository files (LFS from
+10 KB), DIR/models/<file> as torchvision's.
 """
 
 import argparse
 import hashlib
 import json
 import os
+import pathlib
 import random
 import threading
 import time
@@ -260,8 +263,23 @@ def make_handler(state, role, ports):
     return Handler
 
 
+def serve_folder(folder):
+    """Adds the files under `folder` to REPOS, CDN and MODELS."""
+    for path in sorted(p for p in pathlib.Path(folder).rglob("*") if p.is_file()):
+        parts = path.relative_to(folder).parts
+        data = path.read_bytes()
+        if parts[0] == "models" and len(parts) == 2:
+            MODELS[parts[1]] = data
+        elif len(parts) >= 3:
+            lfs = len(data) >= 10_000
+            REPOS.setdefault(parts[0] + "/" + parts[1], {})["/".join(parts[2:])] = (data, lfs)
+            if lfs:
+                CDN[hashlib.sha256(data).hexdigest()] = data
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", default="")
     parser.add_argument("--cut", action="store_true")
     parser.add_argument("--no-range", action="store_true")
     parser.add_argument("--corrupt", action="store_true")
@@ -270,6 +288,8 @@ def main():
     parser.add_argument("--token", default="")
     parser.add_argument("--lifetime", type=float, default=300.0)
     args = parser.parse_args()
+    if args.serve:
+        serve_folder(args.serve)
 
     state = State(args)
     ports = {}

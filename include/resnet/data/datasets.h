@@ -11,6 +11,7 @@
 #include <resnet/data/idx_dataset.h>
 #include <resnet/data/image_dataset.h>
 #include <resnet/data/image_folder.h>
+#include <resnet/data/prepare.h>
 #include <resnet/error.h>
 
 #include <c10/util/Exception.h>
@@ -27,9 +28,11 @@
 #include <exception>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -128,12 +131,21 @@ struct TrainTest {
   /// Why `kind` was guessed; empty when it was given.
   std::string guess_reason;
 
-  /// "fashion-mnist: 60000 train, 10000 test, 1x28x28, 10 classes".
+  /// The first `train` training and `test` test examples (0: all).
+  TrainTest head(int64_t train_count, int64_t test_count) const {
+    return {train.head(train_count), test.head(test_count), kind, guess_reason};
+  }
+
+  /// "fashion-mnist: 60000 train, 10000 test, 1x28x28, 10 classes", and
+  /// for a kind told from the files, why, on a second line.
   std::string describe() const {
     std::ostringstream o;
     o << kind << ": " << *train.size() << " train, " << *test.size()
       << " test, " << train.channels() << "x" << train.height() << "x"
       << train.width() << ", " << train.classes().size() << " classes";
+    if (!guess_reason.empty()) {
+      o << "\n  told from the files: " << guess_reason;
+    }
     return o.str();
   }
 };
@@ -232,6 +244,25 @@ inline std::pair<std::vector<double>, std::vector<double>> channel_statistics(
     std.push_back(s > 0 ? s : 1.0);
   }
   return {mean, std};
+}
+
+/// How a training run on `data` prepares its batches: normalized with the
+/// training split's channel_statistics, augmented with `augment` (none when
+/// empty; no flips for kinds that flips_keep_class says a flip changes),
+/// seeded by `seed`.
+inline BatchPreparation batch_preparation(
+    const TrainTest& data,
+    std::optional<AugmentOptions> augment,
+    uint64_t seed) {
+  BatchPreparation p;
+  std::tie(p.mean, p.std) = channel_statistics(data.train.images());
+  p.classes = static_cast<int64_t>(data.train.classes().size());
+  p.seed = seed;
+  if (augment && !flips_keep_class(data.kind)) {
+    augment->flip(0);
+  }
+  p.augment = augment;
+  return p;
 }
 
 } // namespace resnet::data

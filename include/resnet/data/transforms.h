@@ -1,8 +1,10 @@
 #pragma once
 
 // Image preprocessing as torchvision's ImageNet transforms do it: resize the
-// shorter side (bilinear, antialiased), crop the centre, scale to [0, 1],
-// normalize per channel.
+// shorter side (bilinear or bicubic, antialiased), crop the centre, scale to
+// [0, 1], normalize per channel.
+
+#include <resnet/preprocess.h>
 
 #include <torch/arg.h>
 #include <torch/nn/functional/upsampling.h>
@@ -10,28 +12,30 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace resnet {
 
-/// The mean and standard deviation of ImageNet's RGB channels.
-inline const std::vector<double> kImageNetMean = {0.485, 0.456, 0.406};
-/// The standard deviation of ImageNet's RGB channels, for values in [0, 1].
-inline const std::vector<double> kImageNetStd = {0.229, 0.224, 0.225};
-
 /// Resizes `image` ([C, H, W] or [N, C, H, W], any dtype) so that its
 /// shorter side is `size`, keeping the aspect ratio as torchvision does
-/// (the longer side is truncated). Bilinear with antialiasing, as
-/// `torchvision.transforms.functional.resize(..., antialias=True)`.
-/// Returns float32.
+/// (the longer side is truncated). `interpolation` "bilinear" or "bicubic",
+/// with antialiasing, as `torchvision.transforms.functional.resize(...,
+/// antialias=True)`. Returns float32.
 inline torch::Tensor resize_shorter_side(
     const torch::Tensor& image,
-    int64_t size) {
+    int64_t size,
+    const std::string& interpolation = "bilinear") {
   TORCH_CHECK(
       image.dim() == 3 || image.dim() == 4,
       "resnet: resize expects an image [C, H, W] or [N, C, H, W], got ",
       image.sizes());
   TORCH_CHECK(size > 0, "resnet: resize expects size > 0, got ", size);
+  TORCH_CHECK(
+      interpolation == "bilinear" || interpolation == "bicubic",
+      "resnet: resize interpolates \"bilinear\" or \"bicubic\", not \"",
+      interpolation,
+      "\"");
   const int64_t h = image.size(-2), w = image.size(-1);
   TORCH_CHECK(
       h > 0 && w > 0, "resnet: cannot resize an empty image ", image.sizes());
@@ -49,7 +53,10 @@ inline torch::Tensor resize_shorter_side(
         batch,
         F::InterpolateFuncOptions()
             .size(std::vector<int64_t>{new_h, new_w})
-            .mode(torch::kBilinear)
+            .mode(
+                interpolation == "bicubic"
+                    ? F::InterpolateFuncOptions::mode_t(torch::kBicubic)
+                    : F::InterpolateFuncOptions::mode_t(torch::kBilinear))
             .align_corners(false)
             .antialias(true));
   }
@@ -114,29 +121,25 @@ inline torch::Tensor normalize(
   return (image - m) / s;
 }
 
-/// The steps of torchvision's ImageNet evaluation transform.
-struct PreprocessOptions {
-  /// Shorter side after resizing (torchvision: 256; 232 for some V2 weights).
-  TORCH_ARG(int64_t, resize) = 256;
-  /// Side of the central crop.
-  TORCH_ARG(int64_t, crop) = 224;
-  /// Per-channel mean and standard deviation, for values in [0, 1].
-  TORCH_ARG(std::vector<double>, mean) = kImageNetMean;
-  /// Per-channel standard deviation, one per channel like `mean`, each > 0.
-  TORCH_ARG(std::vector<double>, std) = kImageNetStd;
-};
-
 /// A decoded 8-bit image [C, H, W] -> the network's input [1, C, crop, crop]
 /// (float32): resize, crop, scale to [0, 1], normalize.
 inline torch::Tensor preprocess(
     const torch::Tensor& image,
-    const PreprocessOptions& options = {}) {
+    const Preprocess& options = {}) {
   TORCH_CHECK(
       image.dim() == 3,
       "resnet: preprocess expects an image [C, H, W], got ",
       image.sizes());
-  auto x =
-      center_crop(resize_shorter_side(image, options.resize()), options.crop());
+  auto x = options.resize() > 0
+      ? resize_shorter_side(image, options.resize(), options.interpolation())
+      : image.to(torch::kFloat);
+  if (image.scalar_type() == torch::kByte &&
+      options.interpolation() == "bicubic") {
+    x = x.clamp(0, 255); // bicubic overshoots; 8-bit pixels do not
+  }
+  if (options.crop() > 0) {
+    x = center_crop(x, options.crop());
+  }
   if (image.scalar_type() == torch::kByte) {
     x = x / 255.0;
   }

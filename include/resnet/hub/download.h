@@ -318,10 +318,11 @@ inline std::string fetch_hub_file(
   }
   if (head.status == 404) {
     const std::string message = head.header("x-error-message");
-    throw std::runtime_error(
+    throw detail::HttpError(
         "resnet: " + url + " was not found (HTTP 404" +
-        (message.empty() ? "" : ": " + message.substr(0, 200)) + "): no " +
-        what + "; check the repository, file name and revision");
+            (message.empty() ? "" : ": " + message.substr(0, 200)) + "): no " +
+            what + "; check the repository, file name and revision",
+        404);
   }
   if (head.status >= 400) {
     std::string advice = "; try again later";

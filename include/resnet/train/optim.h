@@ -47,10 +47,16 @@ inline std::vector<double> learning_rates(
   return rates;
 }
 
-/// Sets the learning rate of every parameter group of `optimizer`.
-inline void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
+/// Sets the learning rate of every parameter group of `optimizer`: `lr`
+/// times the group's factor in `factors` (1 for a group beyond them).
+inline void set_learning_rate(
+    torch::optim::Optimizer& optimizer,
+    double lr,
+    const std::vector<double>& factors = {}) {
+  size_t i = 0;
   for (auto& group : optimizer.param_groups()) {
-    group.options().set_lr(lr);
+    group.options().set_lr(lr * (i < factors.size() ? factors[i] : 1.0));
+    ++i;
   }
 }
 

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <ostream>
 #include <stdexcept>
@@ -543,5 +544,21 @@ class Group {
   int64_t channels_ = 0; // opened so far
 #endif
 };
+
+/// The processes a launcher (torchrun, examples/launch.sh) started, from
+/// the environment it set (from_environment), joined within
+/// `timeout_seconds`, which also bounds every later collective; this
+/// process alone when it was started by hand.
+inline std::unique_ptr<Group> join_from_environment(double timeout_seconds) {
+  TORCH_CHECK(
+      timeout_seconds > 0,
+      "resnet: expected a positive timeout, got ",
+      timeout_seconds,
+      " s");
+  return std::make_unique<Group>(
+      from_environment(),
+      std::chrono::milliseconds(std::max<int64_t>(
+          1, static_cast<int64_t>(std::llround(timeout_seconds * 1000)))));
+}
 
 } // namespace resnet::distributed
