@@ -307,20 +307,30 @@ inline constexpr std::array kWeightsAliases = {
 
 namespace detail {
 
-/// The row named exactly `name`, not through an alias; nullptr if none.
-constexpr const PublishedWeights* find_row(std::string_view name) {
-  for (const auto& row : kPublishedWeights) {
-    if (row.name == name) {
-      return &row;
+/// The index of the row named exactly `name`, not through an alias;
+/// kPublishedWeights.size() if none. (An index, not a pointer: compilers
+/// that instrument globals, as AddressSanitizer does, cannot compare their
+/// addresses in a constant expression.)
+constexpr std::size_t row_index(std::string_view name) {
+  for (std::size_t i = 0; i < kPublishedWeights.size(); ++i) {
+    if (kPublishedWeights[i].name == name) {
+      return i;
     }
   }
-  return nullptr;
+  return kPublishedWeights.size();
+}
+
+/// The row named exactly `name`, not through an alias; nullptr if none.
+inline const PublishedWeights* find_row(std::string_view name) {
+  const std::size_t i = row_index(name);
+  return i < kPublishedWeights.size() ? &kPublishedWeights[i] : nullptr;
 }
 
 /// Every alias names an existing row and no alias is also a row's name.
 constexpr bool aliases_resolve() {
   for (const auto& alias : kWeightsAliases) {
-    if (find_row(alias.target) == nullptr || find_row(alias.name) != nullptr) {
+    if (row_index(alias.target) == kPublishedWeights.size() ||
+        row_index(alias.name) != kPublishedWeights.size()) {
       return false;
     }
   }
