@@ -28,7 +28,7 @@ namespace {
 
 struct Args {
   std::string data = "/usr/share/datasets/fashion-mnist", dataset;
-  std::string out = "runs/train", arch = "resnet20", stem = "auto", device;
+  std::string out = "runs/train", arch, stem = "auto", device;
   std::string pretrained, freeze = "none";
   int64_t epochs = 5, batch_size = 128, pad = 2, image_size = 0, workers = 2;
   int64_t threads = 0, train_limit = 0, test_limit = 0, stop_after = 0;
@@ -37,6 +37,7 @@ struct Args {
   double timeout = 300, backbone_lr = 1;
   bool no_nesterov = false, no_flip = false, no_augment = false, resume = false;
   bool sync_bn = false, cuda_graph = false, freeze_bn = false;
+  std::vector<double> mean, std; // normalization; default: data or weights
   uint64_t seed = 0;
 };
 
@@ -58,8 +59,8 @@ Args parse_args(int argc, char** argv) {
   const auto stems = CLI::IsMember({"auto", "cifar", "imagenet"});
   opt("--data", a.data, "dataset folder");
   opt("--dataset", a.dataset, "(default: told from the files)")->check(kinds);
-  opt("--arch", a.arch, "any of resnet::architectures()");
-  opt("--stem", a.stem, "auto: cifar up to 64 pixels")->check(stems);
+  opt("--arch", a.arch, "of resnet::architectures(); the weights', resnet20");
+  opt("--stem", a.stem, "auto: the weights', cifar to 64 pixels")->check(stems);
   opt("--epochs", a.epochs, "")->check(count);
   opt("--batch-size", a.batch_size, "")->check(count);
   opt("--lr", a.lr, "peak learning rate")->check(positive);
@@ -87,9 +88,10 @@ Args parse_args(int argc, char** argv) {
   app.add_flag("--cuda-graph", a.cuda_graph, "steps replayed as a CUDA graph");
   opt("--pretrained", a.pretrained, "start from weights: a file or a name");
   opt("--freeze", a.freeze, "")->check(CLI::IsMember(resnet::freeze_choices()));
-  opt("--backbone-lr", a.backbone_lr, "pretrained layers' lr factor")
-      ->check(unit);
+  opt("--backbone-lr", a.backbone_lr, "backbone's lr factor")->check(unit);
   app.add_flag("--freeze-bn", a.freeze_bn, "keep batch-norm statistics");
+  opt("--mean", a.mean, "per channel (default: the data's or weights')");
+  opt("--std", a.std, "per channel, as --mean");
   opt("--train-limit", a.train_limit, "the first N train images")->check(count);
   opt("--test-limit", a.test_limit, "the first N test images")->check(count);
   opt("--stop-after", a.stop_after, "stop after N steps, as Ctrl-C")
@@ -142,26 +144,28 @@ void load_data(Run& r) {
 }
 
 void build_model(Run& r) {
-  const auto& a = r.args;
-  const auto stem = resnet::parse_stem(a.stem, r.data.train.height());
+  auto& a = r.args; // --arch, --stem auto: the weights' where they say
+  const auto net = resnet::choose_network(
+      a.arch, a.stem, a.pretrained, r.data.train.height());
+  a.arch = net.architecture;
   torch::manual_seed(a.seed);
   const auto options = resnet::ResNetOptions()
                            .num_classes(r.classes)
                            .in_channels(r.data.train.channels())
-                           .stem(stem);
+                           .stem(net.stem);
   r.model = a.sync_bn
       ? resnet::create<resnet::distributed::SyncBatchNorm2d>(a.arch, options)
       : resnet::create(a.arch, options);
   resnet::distributed::synchronize_batch_norm(*r.model, *r.group);
   r.model->to(r.device);
   resnet::to_channels_last(*r.model); // faster on GPUs and oneDNN CPUs
-  if (!a.pretrained.empty()) { // with the weights' mean and std, if known
+  if (!a.pretrained.empty()) {
     r.tune = resnet::fine_tune(
         *r.model,
         a.pretrained,
         resnet::FineTuneOptions().freeze(a.freeze).backbone_lr(a.backbone_lr));
-    r.tune.normalize_as_pretrained(r.prepare);
   }
+  r.tune.normalize(r.prepare, a.mean, a.std); // given, the weights' or data's
   r.config = resnet::trained_config(a.arch, options, r.data.train, r.prepare);
   r.optimizer = std::make_unique<resnet::ForeachSGD>(
       r.tune.groups(*r.model),
@@ -172,7 +176,7 @@ void build_model(Run& r) {
   r.lr =
       resnet::warmup_cosine(a.lr, a.epochs, r.steps_per_epoch, a.warmup_epochs);
   if (r.talk) {
-    std::cout << "model: " << a.arch << " (" << resnet::to_string(stem)
+    std::cout << "model: " << a.arch << " (" << resnet::to_string(net.stem)
               << " stem), " << r.device << (r.device.is_cuda() ? " bf16" : "")
               << " channels_last, " << torch::get_num_threads() << " threads x "
               << r.group->size() << " processes\n"
@@ -200,9 +204,7 @@ std::optional<int64_t> resume(Run& r) {
           .resume(*r.model, *r.optimizer, run_identity(r), r.talk);
   r.at = saved.value_or(r.at);
   if (r.talk) {
-    std::cout << (saved ? "resuming " : "from the start: no checkpoint yet in ")
-              << r.args.out
-              << (saved ? " at step " + std::to_string(r.at.step) : "") << "\n";
+    std::cout << resnet::describe_resume(saved, r.args.out) << "\n";
   }
   return saved ? std::optional(r.at.step) : std::nullopt;
 }
@@ -333,9 +335,7 @@ int main(int argc, char** argv) try {
   r.talk = r.group->rank() == 0;
   r.device =
       resnet::distributed::process_device(a.device, r.group->environment());
-  if (r.device.is_cpu()) { // reusing freed activations' memory is faster
-    resnet::enable_cpu_memory_cache();
-  }
+  resnet::enable_cpu_memory_cache(r.device); // reusing freed memory: faster
   load_data(r);
   rd::Loader loader(
       r.data.train,

@@ -568,8 +568,143 @@ TEST(CheckpointFolder, ResumesARunWhereItStood) {
   EXPECT_EQ(back->step, 12);
   EXPECT_EQ(back->best, 0.75);
   EXPECT_TRUE(same_parameters(a.model, b.model));
+  EXPECT_EQ(resnet::describe_resume(back, "out"), "resuming out at step 12");
+  EXPECT_EQ(
+      resnet::describe_resume(std::nullopt, "out"),
+      "from the start: no checkpoint yet in out");
   const auto schedule = resnet::warmup_cosine(0.4, 10, 20, 0.5);
   EXPECT_EQ(schedule.total, 200);
   EXPECT_EQ(schedule.warmup, 10);
   EXPECT_EQ(resnet::warmup_cosine(0.4, 10, 20).warmup, 20);
+}
+
+TEST(FineTune, ChoosesTheWeightsArchitectureAndStemWhereLeftOpen) {
+  using resnet::Stem;
+  const auto dir = resnet_test::work_dir("training/choose");
+  auto c = resnet::choose_network("", "auto", "", 28);
+  EXPECT_EQ(c.architecture, "resnet20");
+  EXPECT_EQ(c.stem, Stem::Cifar);
+  c = resnet::choose_network("resnet18", "auto", "", 224);
+  EXPECT_EQ(c.architecture, "resnet18");
+  EXPECT_EQ(c.stem, Stem::ImageNet);
+  // Weights described by a config.json beside them: theirs, where left open.
+  fs::create_directories(dir / "described");
+  const auto described = (dir / "described" / "best.pt").string();
+  resnet::save_state_dict(
+      {{"conv1.weight", torch::zeros({64, 3, 7, 7})}}, described);
+  resnet::ModelConfig config;
+  config.architecture = "resnet34";
+  config.stem = "imagenet";
+  resnet::write_model_config(
+      (dir / "described" / "config.json").string(), config);
+  c = resnet::choose_network("", "auto", described, 28);
+  EXPECT_EQ(c.architecture, "resnet34");
+  EXPECT_EQ(c.stem, Stem::ImageNet);
+  c = resnet::choose_network("resnet18", "cifar", described, 28); // given
+  EXPECT_EQ(c.architecture, "resnet18");
+  EXPECT_EQ(c.stem, Stem::Cifar);
+  config.stem.clear(); // the architecture's own: torchvision's ImageNet stem
+  resnet::write_model_config(
+      (dir / "described" / "config.json").string(), config);
+  EXPECT_EQ(
+      resnet::choose_network("", "auto", described, 32).stem, Stem::ImageNet);
+  // A bare file: the stem told from its first convolution's kernel.
+  const auto bare7 = (dir / "bare7.safetensors").string();
+  const auto bare3 = (dir / "bare3.pt").string();
+  resnet::save_state_dict(
+      {{"conv1.weight", torch::zeros({64, 3, 7, 7})}}, bare7);
+  resnet::save_state_dict(
+      {{"conv1.weight", torch::zeros({16, 1, 3, 3})}}, bare3);
+  c = resnet::choose_network("resnet18", "auto", bare7, 28);
+  EXPECT_EQ(c.architecture, "resnet18");
+  EXPECT_EQ(c.stem, Stem::ImageNet);
+  c = resnet::choose_network("", "auto", bare3, 224);
+  EXPECT_EQ(c.architecture, "resnet20"); // nothing says: the fallback
+  EXPECT_EQ(c.stem, Stem::Cifar);
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        resnet::choose_network("", "auto", (dir / "none.pt").string(), 28);
+      }),
+      "none.pt"));
+}
+
+TEST(FineTune, NormalizesAsGivenElseAsTheWeightsElseAsTheData) {
+  resnet::data::BatchPreparation prepare;
+  prepare.mean = {0.1, 0.2, 0.3};
+  prepare.std = {0.4, 0.5, 0.6};
+  resnet::FineTune none; // no weights: the data's unless given
+  auto p = prepare;
+  none.normalize(p);
+  EXPECT_EQ(p.mean, prepare.mean);
+  EXPECT_EQ(p.std, prepare.std);
+  none.normalize(p, {0.5}, {0.25, 0.5, 1});
+  EXPECT_EQ(p.mean, std::vector<double>({0.5, 0.5, 0.5}));
+  EXPECT_EQ(p.std, std::vector<double>({0.25, 0.5, 1}));
+  resnet::FineTune tuned;
+  tuned.config = resnet::ModelConfig();
+  tuned.config->preprocess.mean({0.485, 0.456, 0.406}).std({0.2, 0.2, 0.2});
+  p = prepare;
+  tuned.normalize(p, {}, {0.3}); // the weights' mean, the given std
+  EXPECT_EQ(p.mean, std::vector<double>({0.485, 0.456, 0.406}));
+  EXPECT_EQ(p.std, std::vector<double>({0.3, 0.3, 0.3}));
+  p.mean = {0.0}; // grayscale: RGB's averaged
+  p.std = {1.0};
+  tuned.normalize(p);
+  ASSERT_EQ(p.mean.size(), 1u);
+  EXPECT_NEAR(p.mean[0], (0.485 + 0.456 + 0.406) / 3, 1e-12);
+  EXPECT_NEAR(p.std[0], 0.2, 1e-12);
+  p = prepare;
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        none.normalize(p, {0.5, 0.5});
+      }),
+      "the mean has 2 values for images of 3 channels"));
+  EXPECT_TRUE(contains(
+      error_of([&] { none.normalize(p, {}, {0.0}); }), "std must be > 0"));
+}
+
+TEST(FineTune, NewClassifierAdaptedInputFrozenStagesAndSlowerBackbone) {
+  const auto dir = resnet_test::work_dir("training/fine_tune");
+  torch::manual_seed(3);
+  const auto rgb = resnet::create(
+      "resnet20", resnet::ResNetOptions().num_classes(10).in_channels(3));
+  const auto file = (dir / "rgb10.pt").string();
+  resnet::save_state_dict(*rgb, file);
+  auto gray = resnet::create(
+      "resnet20", resnet::ResNetOptions().num_classes(4).in_channels(1));
+  const auto tune = resnet::fine_tune(
+      *gray, file, resnet::FineTuneOptions().freeze("2").backbone_lr(0.1));
+  EXPECT_EQ(tune.skipped, std::vector<std::string>({"fc.weight", "fc.bias"}));
+  ASSERT_EQ(tune.adapted.size(), 1u);
+  EXPECT_TRUE(contains(tune.adapted[0], "conv1.weight 3 -> 1 input channels"));
+  const auto params = gray->named_parameters();
+  EXPECT_TRUE(torch::allclose(
+      params["conv1.weight"],
+      rgb->named_parameters()["conv1.weight"].sum(1, true)));
+  EXPECT_TRUE(torch::equal(
+      params["layer3.0.conv1.weight"],
+      rgb->named_parameters()["layer3.0.conv1.weight"]));
+  for (const auto& item : params) {
+    const auto& n = item.key();
+    const bool frozen = n.rfind("layer3", 0) != 0 && n.rfind("fc.", 0) != 0;
+    EXPECT_EQ(item.value().requires_grad(), !frozen) << n;
+  }
+  EXPECT_FALSE(tune.frozen.empty());
+  const auto groups = tune.groups(*gray);
+  ASSERT_EQ(groups.size(), 2u); // the classifier, then the rest at 0.1x
+  EXPECT_EQ(groups[0].params().size(), 2u);
+  EXPECT_EQ(tune.lr_factors, std::vector<double>({1.0, 0.1}));
+  resnet::train_mode(*gray, false); // frozen layers' batch norms stay
+  for (const auto& item : gray->named_modules()) {
+    if (item.value()->name().find("BatchNorm") != std::string::npos) {
+      EXPECT_EQ(item.value()->is_training(), item.key().rfind("layer3", 0) == 0)
+          << item.key();
+    }
+  }
+  EXPECT_TRUE(contains(tune.describe(), "pretrained layers at 0.1x"));
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        resnet::fine_tune(*gray, file, resnet::FineTuneOptions().freeze("5"));
+      }),
+      "freeze is none, stem, 1 to 4 or backbone"));
 }

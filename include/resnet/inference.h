@@ -10,3 +10,4 @@
 #include <resnet/inference/fused_conv.h>
 #include <resnet/inference/memory.h>
 #include <resnet/inference/precision.h>
+#include <resnet/inference/quantize.h>

@@ -263,7 +263,7 @@ def fine_tuning(t, w):
     adapted to three channels, the stem and layer1 frozen."""
     r = t.run("finetune", "--data", w("images"), "--epochs", "2", "--batch-size", "16",
               "--pretrained", w("mnist-run", "best.pt"), "--freeze", "1",
-              "--backbone-lr", "0.1")
+              "--backbone-lr", "0.1", "--std", "0.25")
     check(r.returncode == 0 and "fine-tuning from" in r.stdout
           and "skipped (new classifier): fc.weight, fc.bias (2)" in r.stdout
           and "conv1.weight 1 -> 3 input channels" in r.stdout
@@ -271,6 +271,13 @@ def fine_tuning(t, w):
           "--pretrained says what it skipped, adapted and froze: " + r.stderr.strip())
     if r.returncode != 0:
         return
+    # The mean the weights were trained with (gray, for each of R, G and B),
+    # the std given.
+    pretrained = json.load(open(w("mnist-run", "config.json")))["pretrained_cfg"]
+    tuned = json.load(open(w("finetune", "config.json")))["pretrained_cfg"]
+    check(tuned["mean"] == pretrained["mean"] * 3 and tuned["std"] == [0.25] * 3,
+          f"normalized with the weights' mean and the given std: {tuned['mean']}, "
+          f"{tuned['std']}")
     before = torch.load(w("mnist-run", "best.pt"), weights_only=True)
     after = torch.load(w("finetune", "last.pt"), weights_only=True)
     frozen = [k for k in after if k.startswith(("layer1.", "bn1.")) and "num_batches" not in k]

@@ -76,6 +76,12 @@ class FusedBlockImpl : public torch::nn::Cloneable<FusedBlockImpl> {
     stream << "resnet::FusedBlock(convs=" << convs.size() << ")";
   }
 
+  /// The stride of a zero-padding shortcut; 0 for an identity or a
+  /// convolution.
+  int64_t zero_pad_stride() const {
+    return zero_pad_stride_;
+  }
+
   /// conv1 ... convK of the main path, in order.
   std::vector<FusedConv2d> convs;
   /// The shortcut's folded 1x1 convolution; empty for an identity or
@@ -176,6 +182,11 @@ class InferenceResNetImpl : public torch::nn::Module {
         "resnet: a fused network is inference-only (its batch norms are folded "
         "into constants); train the network it was made from");
     torch::nn::Module::train(false);
+  }
+
+  /// What the network checks its inputs against and how it runs.
+  const Layout& layout() const {
+    return layout_;
   }
 
   /// Whether a float32 CPU input runs with oneDNN (in either way).

@@ -225,6 +225,11 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
            << ")";
   }
 
+  /// The stride, padding, dilation and groups.
+  const detail::ConvGeometry& geometry() const {
+    return geometry_;
+  }
+
   /// The folded weight [out, in / groups, kh, kw] (a buffer).
   torch::Tensor weight;
   /// The folded bias [out] (a buffer).

@@ -8,6 +8,7 @@
 
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
+#include <c10/core/Device.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <c10/util/Exception.h>
 
@@ -209,6 +210,14 @@ inline CachingCpuAllocator& caching_cpu_allocator() {
 inline void enable_cpu_memory_cache(size_t limit_bytes = size_t{4} << 30) {
   detail::CpuMemoryCache::instance().set_limit(limit_bytes);
   c10::SetCPUAllocator(&detail::caching_cpu_allocator(), /*priority=*/1);
+}
+
+/// The cache above where `device` is the CPU (a process working on a GPU
+/// has nothing to gain); nothing otherwise.
+inline void enable_cpu_memory_cache(const c10::Device& device) {
+  if (device.is_cpu()) {
+    enable_cpu_memory_cache();
+  }
 }
 
 /// Restores LibTorch's own CPU allocator and frees the cached blocks. Tensors

@@ -52,6 +52,16 @@ struct RunProgress {
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(RunProgress, step, best, seconds, epoch)
 
+/// What resuming a run in `folder` found, for a log: "resuming FOLDER at
+/// step N", or "from the start: no checkpoint yet in FOLDER".
+inline std::string describe_resume(
+    const std::optional<RunProgress>& saved,
+    const std::string& folder) {
+  return saved
+      ? "resuming " + folder + " at step " + std::to_string(saved->step)
+      : "from the start: no checkpoint yet in " + folder;
+}
+
 /// Training checkpoints in a folder, written so that a process killed at any
 /// moment leaves the last complete one in force:
 ///

@@ -9,7 +9,9 @@
 #include <resnet/io/model_config.h>
 #include <resnet/io/state_dict.h>
 #include <resnet/io/weights.h>
+#include <resnet/model/config.h>
 #include <resnet/model/network.h>
+#include <resnet/model/options.h>
 #include <resnet/model_config.h>
 #if RESNET_WITH_HUB
 #include <resnet/hub/pretrained.h>
@@ -118,13 +120,41 @@ struct FineTune {
     return std::pair(mean, std);
   }
 
-  /// Makes `prepare` normalize with the weights' mean and std
-  /// (normalization()), where the weights say.
-  void normalize_as_pretrained(data::BatchPreparation& prepare) const {
-    if (const auto n =
-            normalization(static_cast<int64_t>(prepare.mean.size()))) {
-      std::tie(prepare.mean, prepare.std) = *n;
+  /// Makes `prepare` normalize with `mean` and `std` where they are given
+  /// (one value for every channel, or one per channel), else with the
+  /// weights' (normalization()) where they say; otherwise `prepare` keeps
+  /// its own (the dataset's).
+  void normalize(
+      data::BatchPreparation& prepare,
+      std::vector<double> mean = {},
+      std::vector<double> std = {}) const {
+    const auto channels = static_cast<int64_t>(prepare.mean.size());
+    if (const auto n = normalization(channels)) {
+      mean = mean.empty() ? n->first : mean;
+      std = std.empty() ? n->second : std;
     }
+    const auto fit = [channels](std::vector<double>& v, const char* what) {
+      if (v.size() == 1) {
+        v.assign(static_cast<size_t>(channels), v.front());
+      }
+      TORCH_CHECK(
+          v.empty() || static_cast<int64_t>(v.size()) == channels,
+          "resnet: the ",
+          what,
+          " has ",
+          v.size(),
+          " values for images of ",
+          channels,
+          " channels (give one, or one per channel)");
+    };
+    fit(mean, "mean");
+    fit(std, "std");
+    for (const double s : std) {
+      TORCH_CHECK(
+          s > 0 && std::isfinite(s), "resnet: a std must be > 0, got ", s);
+    }
+    prepare.mean = mean.empty() ? prepare.mean : mean;
+    prepare.std = std.empty() ? prepare.std : std;
   }
 
   /// "fine-tuning from SOURCE" and what was skipped, adapted and frozen, a
@@ -191,6 +221,99 @@ inline torch::Tensor adapt_input_channels(
 
 } // namespace detail
 
+namespace detail {
+
+// Whether `source` names a weights file rather than a published name: a
+// path, a weights file's extension, or a file that is there.
+inline bool names_weights_file(const std::string& source) {
+  const auto extension = std::filesystem::path(source).extension();
+  return source.find('/') != std::string::npos || extension == ".pt" ||
+      extension == ".pth" || extension == ".bin" ||
+      extension == ".safetensors" || std::filesystem::exists(source);
+}
+
+// The description of the weights `source` (a file, which must be there, or
+// a published name) and the file that holds them: for a file, itself and
+// the config.json beside it if any; for a name, its published description
+// and, with `fetch`, its file in the cache (fetched if need be).
+inline std::pair<std::string, std::optional<ModelConfig>> weights_source(
+    const std::string& source,
+    bool fetch) {
+  if (names_weights_file(source)) {
+    TORCH_CHECK(
+        std::filesystem::is_regular_file(source),
+        "resnet: there is no weights file '",
+        source,
+        "'");
+    return {source, find_model_config(source)};
+  }
+#if RESNET_WITH_HUB
+  const auto& w = hub::weights_or_throw(source);
+  auto config = hub::published_config(w);
+  return {fetch ? hub::published_weights_file(w) : "", std::move(config)};
+#else
+  (void)fetch;
+  TORCH_CHECK(
+      false,
+      "resnet: '",
+      source,
+      "' is neither a weights file nor, without resnet::hub, a published ",
+      "name");
+#endif
+}
+
+} // namespace detail
+
+/// The network to train: its architecture and stem.
+struct NetworkChoice {
+  /// A name of resnet::architectures().
+  std::string architecture;
+  /// The stem.
+  Stem stem = Stem::ImageNet;
+};
+
+/// The network to train on images of `image_size` pixels, starting from
+/// the weights `pretrained` (a file or a published name; empty: none).
+/// `architecture` and `stem` ("cifar", "imagenet" or "auto") are kept where
+/// given; left to choose (an empty architecture, "auto"), they are the
+/// weights': those their description names (a published name's, the
+/// config.json beside a file), the stem also told from a file's first
+/// convolution (7x7: the ImageNet stem, 3x3: CIFAR's). Otherwise
+/// `fallback` and the stem for the image size (stem_for_image_size).
+inline NetworkChoice choose_network(
+    const std::string& architecture,
+    const std::string& stem,
+    const std::string& pretrained,
+    int64_t image_size,
+    const std::string& fallback = "resnet20") {
+  NetworkChoice c{architecture, parse_stem(stem, image_size)};
+  std::optional<std::string> weights_stem;
+  if (!pretrained.empty() && (architecture.empty() || stem == "auto")) {
+    const auto [file, config] = detail::weights_source(pretrained, false);
+    if (config) {
+      c.architecture =
+          architecture.empty() ? config->architecture : architecture;
+      weights_stem = config->stem.empty()
+          ? std::string(to_string(options_for(*config).stem()))
+          : config->stem;
+    } else if (!file.empty()) {
+      for (const auto& [name, tensor] : read_state_dict(file)) {
+        if (name == "conv1.weight" && tensor.dim() == 4 &&
+            (tensor.size(3) == 7 || tensor.size(3) == 3)) {
+          weights_stem = tensor.size(3) == 7 ? "imagenet" : "cifar";
+        }
+      }
+    }
+  }
+  if (stem == "auto" && weights_stem) {
+    c.stem = parse_stem(*weights_stem, image_size);
+  }
+  if (c.architecture.empty()) {
+    c.architecture = fallback;
+  }
+  return c;
+}
+
 /// Starts `model` from the weights `source`: a weights file of any kind
 /// load_state_dict reads (its config.json, if any, beside it), or a
 /// published name (resnet::hub::pretrained_names(); with resnet::hub). The
@@ -216,35 +339,9 @@ inline FineTune fine_tune(
       "resnet: fine_tune: backbone_lr must be >= 0, got ",
       options.backbone_lr());
   FineTune tune;
-  tune.source = source;
-  std::string file = source;
-  // A path names a file, which must be there; anything else is a name.
-  const bool path = source.find('/') != std::string::npos ||
-      std::filesystem::path(source).extension() == ".pt" ||
-      std::filesystem::path(source).extension() == ".pth" ||
-      std::filesystem::path(source).extension() == ".safetensors" ||
-      std::filesystem::exists(source);
-  TORCH_CHECK(
-      !path || std::filesystem::exists(source),
-      "resnet: fine_tune: there is no file '",
-      source,
-      "'");
-  if (path) {
-    tune.config = find_model_config(source);
-  } else {
-#if RESNET_WITH_HUB
-    const auto& w = hub::weights_or_throw(source);
-    tune.config = hub::published_config(w);
-    file = hub::published_weights_file(w);
-    tune.source = source + " (" + file + ")";
-#else
-    TORCH_CHECK(
-        false,
-        "resnet: fine_tune: '",
-        source,
-        "' is neither a file nor, without resnet::hub, a published name");
-#endif
-  }
+  std::string file;
+  std::tie(file, tune.config) = detail::weights_source(source, true);
+  tune.source = file == source ? source : source + " (" + file + ")";
   std::map<std::string, torch::Tensor> mine;
   for (const auto& item : model.named_parameters()) {
     mine[item.key()] = item.value();

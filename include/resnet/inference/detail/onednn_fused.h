@@ -42,6 +42,18 @@ struct ConvGeometry {
   int64_t groups = 1;
 };
 
+/// The operator `name`.`overload` as this LibTorch registers it; nullopt
+/// where it does not.
+inline c10::optional<c10::OperatorHandle> find_operator(
+    const char* name,
+    const char* overload) {
+  auto found = c10::Dispatcher::singleton().findSchema({name, overload});
+  if (!found.has_value()) {
+    return c10::nullopt;
+  }
+  return *found;
+}
+
 class OneDnnFused {
  public:
   /// Whether this LibTorch registers the fused operators.
@@ -123,22 +135,12 @@ class OneDnnFused {
   // The registered operator, or null; looked up once per process.
   static const c10::OperatorHandle* handle(Op which) {
     static const std::array<c10::optional<c10::OperatorHandle>, 4> handles{
-        find("mkldnn::_reorder_convolution_weight", ""),
-        find("mkldnn::_convolution_pointwise", ""),
-        find("mkldnn::_convolution_pointwise", "binary"),
-        find("mkldnn::_convolution_pointwise_", "binary")};
+        find_operator("mkldnn::_reorder_convolution_weight", ""),
+        find_operator("mkldnn::_convolution_pointwise", ""),
+        find_operator("mkldnn::_convolution_pointwise", "binary"),
+        find_operator("mkldnn::_convolution_pointwise_", "binary")};
     const auto& h = handles[static_cast<size_t>(which)];
     return h.has_value() ? &*h : nullptr;
-  }
-
-  static c10::optional<c10::OperatorHandle> find(
-      const char* name,
-      const char* overload) {
-    auto found = c10::Dispatcher::singleton().findSchema({name, overload});
-    if (!found.has_value()) {
-      return c10::nullopt;
-    }
-    return *found;
   }
 
   static void call(Op which, torch::jit::Stack& stack) {
