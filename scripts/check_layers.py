@@ -4,10 +4,10 @@
 The library is in layers, one folder each; a header may include its own
 folder, the folders below it and LibTorch, never a folder above its own:
 
-  root (config.h, version.h, device.h, error.h)
+  root (config.h, version.h, device.h, error.h, cpu_features.h, ...)
   model/        root
   io/           root
-  inference/    root, model
+  inference/    root, model, io (int8 networks' files)
   data/         root, io
   hub/          root, model, io (published weights, caches, downloads)
   train/        root, model, io, inference, data, hub
@@ -28,7 +28,7 @@ ALLOWED = {
     "root": {"root"},
     "model": {"root", "model"},
     "io": {"root", "io"},
-    "inference": {"root", "model", "inference"},
+    "inference": {"root", "model", "io", "inference"},
     "data": {"root", "io", "data"},
     "hub": {"root", "model", "io", "hub"},
     "train": {"root", "model", "io", "inference", "data", "hub", "train"},

@@ -3,10 +3,17 @@
 
 #include "test_support.h"
 
+#include <resnet/cpu_features.h>
 #include <resnet/inference/quantize.h>
+#include <resnet/inference/quantized_file.h>
+#include <resnet/io/safetensors.h>
+
 #include <resnet/resnet.h>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <fstream>
+#include <iostream>
 
 using resnet_test::contains;
 using resnet_test::error_of;
@@ -46,6 +53,32 @@ resnet::QuantParams observed(
   o.see_range(values);
   o.see_values(values, options.bins());
   return o.choose(options);
+}
+
+// A small int8 network made by hand (a stem and one basic block), so that
+// its file can be written where LibTorch cannot quantize.
+resnet::Int8ResNet tiny_int8() {
+  torch::manual_seed(5);
+  const auto conv = [](int64_t in, int64_t out) {
+    resnet::Int8Conv c;
+    c.weight = torch::randint(-127, 128, {out, in, 3, 3}).to(torch::kChar);
+    c.weight_scale = torch::rand({out}) * 0.01 + 0.001;
+    c.bias = torch::randn({out}) * 0.1;
+    c.geometry = {{1, 1}, {1, 1}, {1, 1}, 1};
+    c.input = {0.02, 0};
+    c.output = {0.03, 0};
+    return c;
+  };
+  resnet::Int8ResNet net;
+  net.in_channels = 3;
+  net.input = {0.02, 128};
+  net.stem = conv(3, 8);
+  resnet::Int8ResNet::Block block;
+  block.convs = {conv(8, 8), conv(8, 8)};
+  net.stages = {{block}};
+  net.fc_weight = torch::randn({4, 8});
+  net.fc_bias = torch::randn({4});
+  return net;
 }
 
 } // namespace
@@ -169,6 +202,12 @@ TEST_P(Int8Networks, FollowTheFloatNetworkAndRefuseWhatTheyCannotRun) {
     EXPECT_EQ(int8.stem.weight_scale.size(0), int8.stem.weight.size(0));
   }
   const auto int8 = resnet::quantize(fused, calibration);
+  // Saved and loaded: the same network, without calibrating again.
+  const auto path =
+      (resnet_test::work_dir("quantize/networks") / (c.arch + ".safetensors"))
+          .string();
+  resnet::save_quantized(int8, path);
+  EXPECT_TRUE(torch::equal(resnet::load_quantized(path)(images), int8(images)));
   EXPECT_TRUE(contains(
       error_of([&] {
         int8(torch::randn({1, channels + 1, c.size, c.size}));
@@ -208,4 +247,137 @@ TEST(Int8, QuantizeRefusesBadOptionsAndNoImages) {
   EXPECT_TRUE(contains(
       error_of([&] { resnet::quantize(fused, std::vector<torch::Tensor>{}); }),
       "needs calibration images"));
+}
+
+TEST(Int8, SavedNetworksLoadAndDamagedOnesAreRefused) {
+  const auto dir = resnet_test::work_dir("quantize/files");
+  const auto path = (dir / "tiny.safetensors").string();
+  resnet::save_quantized(tiny_int8(), path);
+  const auto saved = resnet::read_safetensors(path);
+  auto description = nlohmann::json::parse(saved.metadata.at("resnet.int8"));
+  EXPECT_EQ(description["stages"][0][0]["convs"], 2);
+  if (resnet::int8_available()) {
+    const auto back = resnet::load_quantized(path);
+    const auto x = torch::randn({2, 3, 8, 8});
+    EXPECT_TRUE(torch::equal(back(x), back(x)));
+    EXPECT_EQ(back(x).sizes(), torch::IntArrayRef({2, 4}));
+    EXPECT_TRUE(torch::equal(back.stem.weight, tiny_int8().stem.weight));
+    EXPECT_EQ(back.stages[0][0].convs[1].output.scale, 0.03);
+  } else {
+    EXPECT_TRUE(contains(
+        error_of([&] { resnet::load_quantized(path); }),
+        "onednn::qconv2d_pointwise"));
+  }
+  // Each damage: the description, or a tensor, changed; the error names it.
+  const auto damaged = [&](auto change) {
+    resnet::StateDict tensors;
+    for (const auto& [name, t] : saved.tensors) {
+      tensors.emplace_back(name, t.clone());
+    }
+    auto meta = saved.metadata;
+    auto j = nlohmann::json::parse(meta.at("resnet.int8"));
+    change(j, tensors);
+    meta["resnet.int8"] = j.dump();
+    const auto bad = (dir / "bad.safetensors").string();
+    resnet::save_safetensors(tensors, bad, meta);
+    return error_of([&] { resnet::load_quantized(bad); });
+  };
+  using Tensors = resnet::StateDict;
+  const auto tensor = [](Tensors& t,
+                         const std::string& name) -> torch::Tensor& {
+    for (auto& [n, v] : t) {
+      if (n == name) {
+        return v;
+      }
+    }
+    throw std::runtime_error("no " + name);
+  };
+  const std::vector<std::pair<std::string, std::string>> expected_errors = {
+      {"version", "is not version 1"},
+      {"scale", "scale > 0"},
+      {"zero point", "zero point in [0, 255]"},
+      {"stride", "conv1 stride must be in [1, 8]"},
+      {"groups", "with groups 3"},
+      {"convs", "is not {convs: 1 to 8"},
+      {"shape",
+       "conv2.weight' is [8, 4, 3, 3] with groups 1 for an input of 8"},
+      {"nan", "bias must be finite"},
+      {"extra", "'spare' that no part of the network takes"},
+      {"missing", "there is no tensor 'fc.bias'"},
+      {"dtype", "'conv1.weight_scale' is Double"},
+      {"json", "is not version 1 JSON"},
+  };
+  for (const auto& [what, message] : expected_errors) {
+    const auto error = damaged([&](nlohmann::json& j, Tensors& t) {
+      if (what == "version") {
+        j["version"] = 2;
+      } else if (what == "scale") {
+        j["convs"]["layer1.0.conv1"]["input"] = {-1.0, 0};
+      } else if (what == "zero point") {
+        j["input"] = {0.1, 300};
+      } else if (what == "stride") {
+        j["convs"]["conv1"]["stride"] = {0, 1};
+      } else if (what == "groups") {
+        j["convs"]["conv1"]["groups"] = 3;
+      } else if (what == "convs") {
+        j["stages"][0][0]["convs"] = 100;
+      } else if (what == "shape") {
+        tensor(t, "layer1.0.conv2.weight") =
+            torch::zeros({8, 4, 3, 3}, torch::kChar);
+      } else if (what == "nan") {
+        tensor(t, "conv1.bias")[0] = std::nan("");
+      } else if (what == "extra") {
+        t.emplace_back("spare", torch::zeros({1}));
+      } else if (what == "missing") {
+        for (auto it = t.begin(); it != t.end(); ++it) {
+          if (it->first == "fc.bias") {
+            t.erase(it);
+            break;
+          }
+        }
+      } else if (what == "dtype") {
+        tensor(t, "conv1.weight_scale") =
+            tensor(t, "conv1.weight_scale").to(torch::kDouble);
+      } else if (what == "json") {
+        j = "not an object";
+      }
+    });
+    EXPECT_TRUE(contains(error, message)) << what << ": " << error;
+    EXPECT_TRUE(contains(error, "bad.safetensors")) << what;
+  }
+  // Not an int8 network at all.
+  const auto plain = (dir / "plain.safetensors").string();
+  resnet::save_safetensors({{"w", torch::zeros({2})}}, plain);
+  EXPECT_TRUE(contains(
+      error_of([&] { resnet::load_quantized(plain); }),
+      "it is not an int8 network"));
+}
+
+TEST(CpuFeatures, AgreeWithTheKernelsFlags) {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, flags;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) == 0) {
+      flags = line.substr(line.find(':') + 1) + " ";
+      break;
+    }
+  }
+  if (flags.empty()) {
+    GTEST_SKIP() << "no x86 flags in /proc/cpuinfo";
+  }
+  const auto has = [&flags](const char* flag) {
+    return flags.find(" " + std::string(flag) + " ") != std::string::npos;
+  };
+  const auto f = resnet::cpu_features();
+  EXPECT_EQ(f.avx2, has("avx2") && has("fma"));
+  EXPECT_EQ(
+      f.avx512,
+      has("avx512f") && has("avx512dq") && has("avx512bw") && has("avx512vl"));
+  EXPECT_EQ(f.avx512_vnni, has("avx512_vnni"));
+  EXPECT_EQ(f.avx_vnni, has("avx_vnni"));
+  EXPECT_EQ(f.avx512_bf16, has("avx512_bf16"));
+  EXPECT_EQ(f.amx_bf16, has("amx_bf16") && has("amx_tile"));
+  EXPECT_EQ(f.amx_int8, has("amx_int8") && has("amx_tile"));
+  std::cout << "this CPU: " << f.to_string() << "\n";
+  EXPECT_TRUE(contains(f.to_string(), f.avx2 ? "avx2" : ""));
 }

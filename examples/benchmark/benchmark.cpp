@@ -2,7 +2,7 @@
 // synthetic data, images per second and milliseconds per iteration.
 //
 //   resnet_benchmark --arch resnet50 --batch 32 --size 224 --mode infer
-//                    [--device cpu|cuda] [--dtype fp32|bf16|fp16]
+//                    [--device cpu|cuda] [--dtype fp32|bf16|fp16|int8]
 //                    [--channels-last] [--fuse] [--cuda-graph] [--threads N]
 //                    [--warmup 3] [--iters 20] [--json]   (--help lists all)
 //
@@ -98,8 +98,8 @@ Args parse_args(int argc, char** argv) {
   opt("--size", a.size, "image height and width")->check(positive);
   opt("--mode", a.mode, "")->check(CLI::IsMember({"infer", "train"}));
   opt("--device", a.device, "cpu, cuda or cuda:N (default: cuda if any)");
-  opt("--dtype", a.dtype, "fp16 needs cuda")
-      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  opt("--dtype", a.dtype, "fp16 needs cuda; int8 the CPU and --fuse")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16", "int8"}));
   flag("--channels-last", a.channels_last, "network and input channels_last");
   auto* fuse =
       flag("--fuse", a.fuse, "fold batch norms into convolutions (inference)");
@@ -127,6 +127,9 @@ Args parse_args(int argc, char** argv) {
   flag("--json", a.json, "print one JSON object instead of text");
   try {
     app.parse(argc, argv);
+    if (a.dtype == "int8" && (!a.fuse || a.mode == "train")) {
+      throw CLI::ValidationError("--dtype int8 is for --fuse --mode infer");
+    }
     if (a.mode == "train" && a.fuse) {
       throw CLI::ValidationError("--fuse is for --mode infer");
     }
@@ -187,6 +190,9 @@ int main(int argc, char** argv) try {
   const auto dtype = args.dtype == "bf16" ? torch::kBFloat16
       : args.dtype == "fp16"              ? torch::kFloat16
                                           : torch::kFloat32;
+  const bool int8 = args.dtype == "int8";
+  TORCH_CHECK(
+      !int8 || device.is_cpu(), "resnet_benchmark: int8 runs on the CPU");
   TORCH_CHECK(
       !(device.is_cpu() && dtype == torch::kFloat16),
       "resnet_benchmark: fp16 needs --device cuda; use bf16 on the CPU");
@@ -222,6 +228,7 @@ int main(int argc, char** argv) try {
   std::unique_ptr<torch::optim::SGD> optimizer;
   std::unique_ptr<resnet::GradScaler> scaler;
   resnet::InferenceResNet fused{nullptr};
+  resnet::Int8ResNet quantized;
   std::unique_ptr<resnet::CudaGraphRunner> graph;
   std::unique_ptr<resnet::CudaGraphTrainStep> train_graph;
   if (train) {
@@ -260,6 +267,11 @@ int main(int argc, char** argv) try {
               .onednn_fused(args.cpu_kernels != "onednn-layout")
               .cudnn_fused(args.gpu_kernels != "aten"));
       forward = [&](const torch::Tensor& x) { return fused->forward(x); };
+      if (int8) { // calibrated on random images: for speed only
+        quantized = resnet::quantize(
+            fused, torch::randn({32, 3, args.size, args.size}));
+        forward = [&](const torch::Tensor& x) { return quantized(x); };
+      }
     } else {
       forward = [&](const torch::Tensor& x) { return model->forward(x); };
     }
@@ -314,10 +326,10 @@ int main(int argc, char** argv) try {
   const bool fell_back = cpu_fused &&
       fused->cpu_kernels() == resnet::CpuKernels::OneDnnFused &&
       !fused->uses_onednn_fused();
-  const std::string kernels = cpu_fused
-      ? std::string(resnet::to_string(fused->cpu_kernels())) +
+  const std::string kernels = int8 ? "onednn-int8"
+      : cpu_fused ? std::string(resnet::to_string(fused->cpu_kernels())) +
           (fell_back ? "+aten" : "")
-      : "";
+                  : "";
   // The kernels a fused network ran on a CUDA device; empty otherwise.
   const std::string gpu_kernels = !args.fuse || !device.is_cuda() ? ""
       : fused->uses_cudnn_fused() && torch::globalContext().hasCuDNN()
@@ -339,7 +351,8 @@ int main(int argc, char** argv) try {
         << ", \"cuda_graph\": " << flag(args.cuda_graph)
         << ", \"cache_memory\": " << flag(args.cache_memory)
         << ", \"threads\": " << torch::get_num_threads()
-        << ", \"iters\": " << args.iters << ", \"img_per_s\": " << img_per_s
+        << ", \"cpu_features\": \"" << resnet::cpu_features().to_string()
+        << "\", \"iters\": " << args.iters << ", \"img_per_s\": " << img_per_s
         << ", \"ms_median\": " << ms_median << ", \"ms_min\": " << ms_min
         << ", \"ms_max\": " << ms_max << ", \"peak_memory_mib\": " << peak_mib
         << "}\n";
@@ -350,7 +363,7 @@ int main(int argc, char** argv) try {
         << (args.fuse ? " fused (" + kernels + gpu_kernels + ")" : "")
         << (args.cuda_graph ? " cuda-graph" : "") << ", "
         << torch::get_num_threads() << " threads, LibTorch " << TORCH_VERSION
-        << "\n"
+        << ", CPU: " << resnet::cpu_features().to_string() << "\n"
         << "  " << img_per_s << " images/s\n"
         << "  " << ms_median << " ms per iteration (median of " << args.iters
         << "; min " << ms_min << ", max " << ms_max << ")\n"

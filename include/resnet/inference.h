@@ -11,3 +11,4 @@
 #include <resnet/inference/memory.h>
 #include <resnet/inference/precision.h>
 #include <resnet/inference/quantize.h>
+#include <resnet/inference/quantized_file.h>

@@ -7,6 +7,7 @@
 // can be included alone.
 
 #include <resnet/config.h>
+#include <resnet/cpu_features.h>
 #include <resnet/device.h>
 #include <resnet/inference.h>
 #include <resnet/io.h>

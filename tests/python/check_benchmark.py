@@ -88,6 +88,23 @@ def main():
           "--fuse on the CPU runs oneDNN by default")
     check(fused is not None and fused.get("gpu_kernels") == "",
           "no GPU kernels are reported for a CPU run")
+    # The CPU's instruction sets, as the kernel reports them.
+    flags = open("/proc/cpuinfo").read().split("flags", 1)[-1].split("\n", 1)[0].split()
+    named = (fused or {}).get("cpu_features", "").split()
+    check(named and all(f in flags for f in named if f != "none")
+          and (("avx2" in named) == ("avx2" in flags)),
+          f"cpu_features names this CPU's instruction sets: {named}")
+
+    # int8: oneDNN's quantized convolutions where LibTorch has them (2.x).
+    int8 = small + ["--arch", "resnet18", "--fuse", "--dtype", "int8"]
+    if fused is not None and not fused["torch"].startswith("1."):
+        out = measure(cxx, int8)
+        check(out is not None and out["cpu_kernels"] == "onednn-int8"
+              and out["dtype"] == "int8", "--dtype int8 runs oneDNN's int8 kernels")
+    else:
+        r = run(cxx + int8)
+        check(r.returncode == 1 and "onednn::qconv2d_pointwise" in r.stderr,
+              f"--dtype int8 on LibTorch 1.x says what it lacks: {r.stderr.strip()[-200:]}")
 
     # ONNX Runtime, where this Python has it: the same workload, the same
     # fields, and outputs equal to torchvision's.
@@ -114,7 +131,8 @@ def main():
         (["--batch", "x"], 2, "--batch: Value x not in range 1"),
         (["--threads", "5000"], 2, "--threads: Value 5000 not in range 0 to 4096"),
         (["--mode", "eval"], 2, "--mode: eval not in {infer,train}"),
-        (["--dtype", "fp8"], 2, "--dtype: fp8 not in {fp32,bf16,fp16}"),
+        (["--dtype", "fp8"], 2, "--dtype: fp8 not in {fp32,bf16,fp16,int8}"),
+        (["--dtype", "int8"], 2, "--dtype int8 is for --fuse --mode infer"),
         (["--mode", "train", "--fuse"], 2, "--fuse is for --mode infer"),
         (["--mode", "train", "--cuda-graph", "--dtype", "fp16"], 2,
          "--cuda-graph in training runs fp32 or bf16"),

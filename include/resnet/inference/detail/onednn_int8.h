@@ -39,22 +39,27 @@ class OneDnnInt8 {
   }
 
   /// `weight` (int8 [out, in / groups, kh, kw]) with its per-output-channel
-  /// `scales` packed for oneDNN, for inputs quantized with `input`.
+  /// `scales` packed for oneDNN, for inputs quantized with `input` and, where
+  /// given, of `input_sizes`.
   static torch::Tensor prepack(
       const torch::Tensor& weight,
       const torch::Tensor& scales,
       QuantParams input,
-      const ConvGeometry& g) {
-    return call(
-        Op::Prepack,
-        {{"weight", weight.contiguous()},
-         {"w_scales", scales},
-         {"x_scale", input.scale},
-         {"x_zp", input.zero_point},
-         {"stride", g.stride},
-         {"padding", g.padding},
-         {"dilation", g.dilation},
-         {"groups", g.groups}});
+      const ConvGeometry& g,
+      c10::IntArrayRef input_sizes = {}) {
+    Named args{
+        {"weight", weight.contiguous()},
+        {"w_scales", scales},
+        {"x_scale", input.scale},
+        {"x_zp", input.zero_point},
+        {"stride", g.stride},
+        {"padding", g.padding},
+        {"dilation", g.dilation},
+        {"groups", g.groups}};
+    if (!input_sizes.empty()) {
+      args.emplace_back("x_shape", input_sizes.vec());
+    }
+    return call(Op::Prepack, std::move(args));
   }
 
   /// The convolution of `x` (uint8, channels last, quantized with `input`)
