@@ -324,8 +324,11 @@ class Int8ResNet {
   Int8Conv stem;
   /// layer1 ... layerN.
   std::vector<std::vector<Block>> stages;
-  /// The classifier (float32); undefined for a headless network.
-  torch::Tensor fc_weight, fc_bias;
+  /// The classifier's weight [classes, channels] (float32); undefined for
+  /// a headless network.
+  torch::Tensor fc_weight;
+  /// The classifier's bias [classes] (float32); undefined without one.
+  torch::Tensor fc_bias;
 
   /// Logits [N, classes] (pooled features without a classifier) of float32
   /// images [N, C, H, W] normalized as for the float network.
