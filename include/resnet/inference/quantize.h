@@ -435,7 +435,7 @@ void walk_activations(InferenceResNetImpl& net, torch::Tensor x, See see) {
         shortcut = functional::zero_pad_shortcut(
             out, block.zero_pad_stride(), last.weight.size(0));
       }
-      out = last.forward(t, PostOp::AddRelu, shortcut.clone());
+      out = last.forward(t, PostOp::AddRelu, shortcut);
       see(out);
     }
   }
