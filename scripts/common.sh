@@ -99,3 +99,16 @@ configure_build() {
     return 1
   }
 }
+
+# The GoogleTest tests that skipped in the last ctest run of build $1 (no
+# GPU, no c10d, an older LibTorch): CTest runs a plain suite as one test,
+# which passes when some of its tests skip, so they are listed from the log.
+report_skipped() {
+  local log=$1/Testing/Temporary/LastTest.log names
+  [ -f "$log" ] || return 0
+  names=$(sed -n 's/^\[  SKIPPED \] \([A-Za-z0-9_/.]*\) (.*/\1/p' "$log" | sort -u)
+  if [ -n "$names" ]; then
+    echo "== $(basename "$1"): $(echo "$names" | wc -l) GoogleTest tests skipped:"
+    echo "$names" | sed 's/^/     /'
+  fi
+}

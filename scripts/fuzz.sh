@@ -3,8 +3,12 @@
 # UndefinedBehaviorSanitizer against Debian's LibTorch, replays the saved
 # regressions and seeds, then fuzzes each target for a while.
 #
-#   bash scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#   bash scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...|files]
 #
+# "files" names the targets of the file formats, without the examples' flag
+# parsers (flags_*), each of which compiles a whole example under the
+# sanitizers: what CI runs. Their saved crashes are replayed by the test
+# flag_fuzz_regressions instead.
 # SECONDS_PER_TARGET defaults to 60. Corpora grow in build/fuzz/corpus/NAME
 # (seeded from fuzz/seeds/NAME and fuzz/regressions/NAME); a crashing input
 # is kept in build/fuzz/findings/NAME/ and the script fails. Add it to
@@ -24,8 +28,12 @@ CC=clang CXX=clang++ cmake -S "$RESNET_ROOT" -B "$build" -G Ninja \
   $(command -v ccache >/dev/null && echo -DCMAKE_CXX_COMPILER_LAUNCHER=ccache) \
   >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
 targets=("$@")
-if [ ${#targets[@]} -eq 0 ]; then
+if [ ${#targets[@]} -eq 0 ] || [ "${targets[*]}" = files ]; then
+  only_files=$([ ${#targets[@]} -gt 0 ] && echo 1 || true)
   mapfile -t targets < <(sed -n 's/^ \{4\}\([a-z_]*\)$/\1/p' "$RESNET_ROOT/fuzz/CMakeLists.txt")
+  if [ -n "$only_files" ]; then
+    mapfile -t targets < <(printf '%s\n' "${targets[@]}" | grep -v '^flags_')
+  fi
 fi
 echo "== building ${#targets[@]} fuzz targets"
 cmake --build "$build" --target "${targets[@]/#/fuzz_}"

@@ -35,17 +35,20 @@ log=$RESNET_BUILD_ROOT/sanitize.ctest.log
 status=0
 (cd "$RESNET_BUILD_ROOT/sanitize" &&
   ctest -j "$(nproc)" --output-on-failure --no-tests=error --timeout 1800 \
-    -E 'Parity|parity|consumer_|benchmark_|train_classifier_' \
+    -E 'Parity|parity|consumer_|benchmark_|train_classifier_|flag_fuzz_' \
     ${1:+-R "$1"}) | tee "$log" || status=$?
+report_skipped "$RESNET_BUILD_ROOT/sanitize"
 ran=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$log" | tail -1)
-if [ -z "${1:-}" ] && [ "${ran:-0}" -lt 150 ]; then
-  echo "== ${ran:-no} tests ran, expected at least 150"
+if [ -z "${1:-}" ] && [ "${ran:-0}" -lt 45 ]; then
+  echo "== ${ran:-no} tests ran, expected at least 45"
   status=1
 fi
 # Sanitizer reports make a test fail (halt_on_error, exit status), and
-# nothing may be reported by a test that passes.
-if grep -qE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$log"; then
-  echo "== sanitizer reports in $log"
+# nothing may be reported by a test that passes: CTest keeps every test's
+# output in LastTest.log.
+all=$RESNET_BUILD_ROOT/sanitize/Testing/Temporary/LastTest.log
+if grep -qE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$log" "$all"; then
+  echo "== sanitizer reports in $all"
   status=1
 fi
 echo "sanitize: $([ $status -eq 0 ] && echo "passed (${ran:-0} tests)" || echo FAILED)"

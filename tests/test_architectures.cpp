@@ -15,6 +15,11 @@ void PrintTo(const Architecture& a, std::ostream* os) {
 }
 } // namespace resnet
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_architectures {
+
 namespace {
 
 using resnet_test::count_parameters;
@@ -199,3 +204,5 @@ TEST(CifarPaper, ProjectionShortcutsAreOptionB) {
 }
 
 } // namespace
+
+} // namespace test_architectures

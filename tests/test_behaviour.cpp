@@ -8,6 +8,11 @@
 #include <cmath>
 #include <cstdlib>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_behaviour {
+
 namespace {
 
 using resnet::ResNetOptions;
@@ -508,3 +513,5 @@ TEST(Version, MatchesPackage) {
 }
 
 } // namespace
+
+} // namespace test_behaviour

@@ -9,6 +9,11 @@
 #include <fstream>
 #include <map>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_checkpoints {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -261,3 +266,5 @@ TEST(Checkpoints, SaveChoosesTheFormatByExtension) {
 }
 
 } // namespace
+
+} // namespace test_checkpoints

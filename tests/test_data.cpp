@@ -22,6 +22,11 @@
 #include <iterator>
 #include <random>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_data {
+
 namespace fs = std::filesystem;
 using resnet_test::contains;
 using resnet_test::error_of;
@@ -1160,3 +1165,5 @@ TEST(Datasets, ChannelStatisticsArePerChannelFractionsOf255) {
       }),
       "expects uint8 images"));
 }
+
+} // namespace test_data

@@ -32,6 +32,11 @@
 #include <thread>
 #include <vector>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_distributed {
+
 namespace {
 
 namespace dist = resnet::distributed;
@@ -911,3 +916,5 @@ TEST(Distributed, WithoutC10dMoreThanOneProcessIsAClearError) {
 }
 
 } // namespace
+
+} // namespace test_distributed

@@ -22,6 +22,11 @@
 #include <string>
 #include <vector>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_hostile_files {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -209,3 +214,5 @@ TEST(HostileFiles, TheCorpusCoversEveryClass) {
 }
 
 } // namespace
+
+} // namespace test_hostile_files

@@ -6,6 +6,11 @@
 
 #include <cmath>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_inference {
+
 using namespace resnet_test;
 using resnet::ResNetOptions;
 
@@ -30,6 +35,10 @@ void randomize_norms(torch::nn::Module& model) {
   }
 }
 
+} // namespace
+
+// The parameter and the fixture are outside the anonymous namespace: the
+// tests derive from them.
 struct FuseCase {
   std::string name;
   std::function<resnet::AnyResNet()> make;
@@ -39,6 +48,8 @@ struct FuseCase {
 void PrintTo(const FuseCase& c, std::ostream* os) {
   *os << c.name;
 }
+
+namespace {
 
 std::vector<FuseCase> fuse_cases() {
   return {
@@ -82,7 +93,11 @@ std::vector<FuseCase> fuse_cases() {
   };
 }
 
+} // namespace
+
 class FuseForInference : public ::testing::TestWithParam<FuseCase> {};
+
+namespace {
 
 // oneDNN's fused convolutions are registered in LibTorch 2.x builds with
 // oneDNN; 1.13 has none and falls back to the blocked layout.
@@ -838,3 +853,5 @@ TEST(CpuMemoryCache, ReusesBlocksAndKeepsResults) {
   EXPECT_EQ(kept.sum().item<float>(), 7.0e6f);
   EXPECT_TRUE(torch::equal(model->forward(x), expected));
 }
+
+} // namespace test_inference

@@ -14,6 +14,11 @@
 #include <fstream>
 #include <functional>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_input_audit {
+
 namespace fs = std::filesystem;
 using resnet::ResNetOptions;
 using resnet_test::contains;
@@ -322,3 +327,5 @@ TEST(ErrorConvention, EveryReaderStartsWithResnetAndNamesTheFile) {
     EXPECT_EQ(message.rfind("resnet: ", 0), 0u) << name << ": " << message;
   }
 }
+
+} // namespace test_input_audit

@@ -17,6 +17,11 @@
 #include <tuple>
 #include <vector>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_loader {
+
 namespace {
 
 using resnet::data::Batch;
@@ -939,3 +944,5 @@ TEST(Augment, PolicyAppliesEachStepInOrderAndReplays) {
   EXPECT_TRUE(torch::equal(cx, dx));
   EXPECT_TRUE(torch::equal(cy, dy));
 }
+
+} // namespace test_loader

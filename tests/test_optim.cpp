@@ -11,6 +11,11 @@
 
 #include <sstream>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_optim {
+
 namespace {
 
 using torch::optim::AdamW;
@@ -288,3 +293,5 @@ TEST(ForeachOptimizers, ClosureAndSparseGradients) {
       resnet_test::error_of([&] { adamw.step(); }),
       "resnet: ForeachAdamW does not support sparse gradients"));
 }
+
+} // namespace test_optim

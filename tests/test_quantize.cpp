@@ -15,6 +15,11 @@
 #include <fstream>
 #include <iostream>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_quantize {
+
 using resnet_test::contains;
 using resnet_test::error_of;
 
@@ -171,7 +176,7 @@ INSTANTIATE_TEST_SUITE_P(
             "resnet20",
             resnet::ResNetOptions().num_classes(10).in_channels(1),
             28}),
-    [](const auto& info) { return info.param.arch; });
+    [](const auto& test) { return test.param.arch; });
 
 TEST_P(Int8Networks, FollowTheFloatNetworkAndRefuseWhatTheyCannotRun) {
   if (!resnet::int8_available()) {
@@ -381,3 +386,5 @@ TEST(CpuFeatures, AgreeWithTheKernelsFlags) {
   std::cout << "this CPU: " << f.to_string() << "\n";
   EXPECT_TRUE(contains(f.to_string(), f.avx2 ? "avx2" : ""));
 }
+
+} // namespace test_quantize

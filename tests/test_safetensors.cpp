@@ -21,6 +21,11 @@
 #include <string>
 #include <vector>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_safetensors {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -596,3 +601,5 @@ TEST(SafetensorsWriter, ForPython) {
 }
 
 } // namespace
+
+} // namespace test_safetensors

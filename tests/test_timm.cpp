@@ -12,6 +12,11 @@
 #include <map>
 #include <ostream>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_timm {
+
 using namespace resnet_test;
 using resnet::Attention;
 using resnet::ResNetOptions;
@@ -520,3 +525,5 @@ TEST(TimmFeatures, FuseForInferenceRefusesWhatItCannotFold) {
 }
 
 } // namespace
+
+} // namespace test_timm

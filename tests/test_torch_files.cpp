@@ -21,6 +21,11 @@
 #include <string>
 #include <vector>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_torch_files {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -687,3 +692,5 @@ TEST(TorchFileWriter, RefusesWhatItCannotWrite) {
 }
 
 } // namespace
+
+} // namespace test_torch_files

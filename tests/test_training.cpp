@@ -18,6 +18,11 @@
 #include <fstream>
 #include <sstream>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_training {
+
 namespace fs = std::filesystem;
 using resnet_test::contains;
 using resnet_test::error_of;
@@ -710,3 +715,5 @@ TEST(FineTune, NewClassifierAdaptedInputFrozenStagesAndSlowerBackbone) {
       }),
       "freeze is none, stem, 1 to 4 or backbone"));
 }
+
+} // namespace test_training

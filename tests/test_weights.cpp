@@ -8,6 +8,11 @@
 #include <fstream>
 #include <map>
 
+// The tests of this file in a namespace of their own: CMake compiles the
+// test sources together in batches (UNITY_BUILD), and one file's helpers
+// and using-declarations must not meet another's.
+namespace test_weights {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -297,3 +302,5 @@ TEST(Weights, SaveToUnwritablePlaceFailsCleanly) {
 }
 
 } // namespace
+
+} // namespace test_weights

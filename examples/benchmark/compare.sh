@@ -8,13 +8,16 @@
 #
 #   examples/benchmark/compare.sh [--cxx PATH] [--python PATH] [--rounds 3]
 #                                 [--threads 2] [--device cpu] [--out FILE]
-#                                 [--rows cpu|fused|gpu|quick]
+#                                 [--rows cpu|fused|gpu|quick|int8|int8-quick]
 #
 # --cxx      resnet_benchmark to run (default build/debian/examples/resnet_benchmark)
 # --python   Python with the torch that LibTorch came from (default /usr/bin/python3:
 #            Debian's; use the virtual environment's python for a pip wheel)
 # --rows     cpu: the README's table; fused: its fused rows alone; gpu: the
-#            ResNet-50 rows for a GPU; quick: two small rows (for a smoke test)
+#            ResNet-50 rows for a GPU; quick: two small rows (for a smoke test);
+#            int8: the fused network in float32 and int8 against ONNX Runtime
+#            in float32 and int8 (QDQ) and PyTorch's own int8 (x86 engine),
+#            ResNet-18/50 at batch 1 and 8; int8-quick: one small such row
 # --out      also write every measurement as JSON lines to FILE
 set -euo pipefail
 
@@ -35,7 +38,7 @@ while [ $# -gt 0 ]; do
     --device) device=$2; shift 2 ;;
     --rows) rows=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -80,8 +83,21 @@ case "$rows" in
       "--arch resnet18 --size 64 --batch 2 --iters 2 --warmup 1"
       "--arch resnet18 --size 64 --batch 2 --iters 2 --warmup 1 --fuse"
     ) ;;
-  *) echo "compare.sh: --rows expects cpu, fused, gpu or quick" >&2; exit 2 ;;
+  int8)
+    workloads=(
+      "--arch resnet18 --batch 1 --iters 40 --fuse"
+      "--arch resnet18 --batch 8 --iters 10 --fuse"
+      "--arch resnet50 --batch 1 --iters 20 --fuse"
+      "--arch resnet50 --batch 8 --iters 5 --fuse"
+    ) ;;
+  int8-quick) workloads=("--arch resnet18 --size 64 --batch 2 --iters 2 --warmup 1 --fuse") ;;
+  *) echo "compare.sh: --rows expects cpu, fused, gpu, quick, int8 or int8-quick" >&2; exit 2 ;;
 esac
+if [[ $rows == int8* ]]; then
+  [ "$device" = cpu ] || { echo "compare.sh: the int8 rows run on the CPU" >&2; exit 2; }
+  exec "$python" "$here/compare_int8.py" --cxx "$cxx" --python "$python" \
+    --rounds "$rounds" --threads "$threads" ${out:+--out "$out"} -- "${workloads[@]}"
+fi
 
 onnxruntime=false
 if [ "$device" = cpu ] && "$python" -c "import onnxruntime, onnx" 2>/dev/null; then

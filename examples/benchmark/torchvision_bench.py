@@ -31,7 +31,7 @@ def parse_args():
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--mode", choices=["infer", "train"], default="infer")
     p.add_argument("--device", default="")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16", "int8"], default="fp32")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--fuse", action="store_true")
     p.add_argument("--cuda-graph", action="store_true")
@@ -64,6 +64,28 @@ def build_model(arch, classes, cifar):
     return model
 
 
+def quantize_x86(model, size):
+    """PyTorch's own post-training static quantization: FX graph mode with the
+    x86 engine's default recipe, calibrated on 32 random images as
+    resnet_benchmark --dtype int8 calibrates."""
+    if "x86" not in torch.backends.quantized.supported_engines:
+        sys.exit("torchvision_bench: int8 needs PyTorch's x86 quantized engine "
+                 f"(this torch has {torch.backends.quantized.supported_engines})")
+    import warnings
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    torch.backends.quantized.engine = "x86"
+    torch.manual_seed(1)
+    images = [torch.randn(1, 3, size, size) for _ in range(32)]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation
+        prepared = prepare_fx(model.eval(), get_default_qconfig_mapping("x86"),
+                              (images[0],))
+        for x in images:
+            prepared(x)
+        return convert_fx(prepared)
+
+
 def main():
     a = parse_args()
     if a.threads > 0:
@@ -75,7 +97,12 @@ def main():
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
+    if a.dtype == "int8" and (a.mode != "infer" or device.type != "cpu" or
+                              a.cuda_graph or a.channels_last):
+        sys.exit("torchvision_bench: int8 is CPU inference (PyTorch's post-training "
+                 "quantization), without --channels-last or --cuda-graph")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+             "int8": torch.float32}[a.dtype]
     if device.type == "cpu" and dtype == torch.float16:
         sys.exit("torchvision_bench: fp16 needs --device cuda; use bf16 on the CPU")
     if a.cuda_graph and device.type != "cuda":
@@ -139,7 +166,9 @@ def main():
             model = model.to(dtype)
             images = images.to(dtype)
         forward = model
-        if a.fuse:
+        if a.dtype == "int8":
+            forward = quantize_x86(model, a.size)
+        elif a.fuse:
             with torch.no_grad():
                 forward = torch.jit.optimize_for_inference(torch.jit.script(model))
         if a.cuda_graph:

@@ -97,7 +97,8 @@ def main():
 
     # int8: oneDNN's quantized convolutions where LibTorch has them (2.x).
     int8 = small + ["--arch", "resnet18", "--fuse", "--dtype", "int8"]
-    if fused is not None and not fused["torch"].startswith("1."):
+    int8_ok = fused is not None and not fused["torch"].startswith("1.")
+    if int8_ok:
         out = measure(cxx, int8)
         check(out is not None and out["cpu_kernels"] == "onednn-int8"
               and out["dtype"] == "int8", "--dtype int8 runs oneDNN's int8 kernels")
@@ -117,7 +118,7 @@ def main():
               "onnxruntime_bench.py: the workload, matching torchvision")
         r = run([a.python, os.path.join(BENCH_DIR, "onnxruntime_bench.py")] + small
                 + ["--arch", "resnet18", "--mode", "train"])
-        check(r.returncode != 0 and "float32 inference on the CPU only" in r.stderr,
+        check(r.returncode != 0 and "float32 or int8 inference on the CPU only" in r.stderr,
               "onnxruntime_bench.py refuses training")
     else:
         print(f"note: no onnxruntime in {a.python}; its rows are not checked")
@@ -167,6 +168,28 @@ def main():
     check(len(fused_rows) == 1 and len(re.findall(r"\| \d+\.\d\d ", fused_rows[0])) == ratios,
           f"compare.sh: {ratios} ratios in the fused row"
           + (" (ONNX Runtime too)" if has_ort else ""))
+
+    # The int8 table: our int8 where LibTorch has the operators, ONNX
+    # Runtime's QDQ int8 where onnxruntime is installed; the CPU's
+    # instruction sets in its heading.
+    r = run(["bash", os.path.join(BENCH_DIR, "compare.sh"), "--cxx", a.benchmark,
+             "--python", a.python, "--rows", "int8-quick", "--rounds", "1",
+             "--threads", "1"])
+    rows = [l for l in r.stdout.splitlines() if l.startswith("| resnet18 bs2 |")]
+    check(r.returncode == 0 and len(rows) == 1 and "CPU: " in r.stdout,
+          f"compare.sh --rows int8: one row under the CPU's features ({r.stderr[-300:]})")
+    if rows:
+        cells = [c.strip() for c in rows[0].strip("|").split("|")]
+        number = re.compile(r"^\d+\.\d$")
+        # ours fp32, ours int8, ORT fp32, ORT int8, PyTorch int8, 3 ratios
+        check(number.match(cells[1]) is not None, "compare.sh --rows int8: ours fp32 measured")
+        check(bool(number.match(cells[2])) == int8_ok,
+              "compare.sh --rows int8: ours int8 measured exactly where the operators are")
+        check(bool(number.match(cells[3])) == has_ort and bool(number.match(cells[4])) == has_ort,
+              "compare.sh --rows int8: ONNX Runtime fp32 and int8 where it is installed")
+        if int8_ok and has_ort:
+            check(re.match(r"^\d+\.\d\d$", cells[6]) is not None,
+                  "compare.sh --rows int8: the ratio to ONNX Runtime's int8")
 
     finish("benchmark")
 
