@@ -18,6 +18,12 @@
 // (--resize, --crop and
 // --classes override).
 //
+// --precision bf16 or int8 runs the fused network on the CPU in that
+// precision (bf16 also on a GPU); auto takes the fastest this CPU runs
+// (resnet::fastest_cpu_precision). int8 calibrates on the images of
+// --calibrate DIR first; --save-int8 FILE keeps the result (with a
+// config.json beside it), and --weights FILE then runs it directly.
+//
 // Build it alone against an installed resnet package:
 //   find_package(resnet CONFIG REQUIRED)
 //   find_package(PNG REQUIRED)                              # libpng-dev
@@ -30,6 +36,7 @@
 // (resnet::resnet instead of resnet::hub: everything but --model.)
 
 #include <resnet/data/image.h>
+#include <resnet/data/image_folder.h>
 #include <resnet/data/transforms.h>
 #include <resnet/io/model_config.h>
 #include <resnet/model/config.h>
@@ -43,7 +50,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <limits>
 #include <sstream>
@@ -64,6 +73,9 @@ struct Args {
   std::string arch;
   std::string device;
   std::string classes = RESNET_CLASSES_FILE;
+  std::string precision;
+  std::string calibrate;
+  std::string save_int8;
   int64_t topk = 5;
   int64_t resize = 0;
   int64_t crop = 0;
@@ -106,6 +118,14 @@ Args parse_args(int argc, char** argv) {
       ->check(positive);
   app.add_option("--crop", a.crop, "central NxN crop (default: the weights')")
       ->check(positive);
+  app.add_option(
+         "--precision",
+         a.precision,
+         "fp32, bf16, int8 or auto (default: fp32; int8 for an int8 file)")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8", "auto"}));
+  app.add_option(
+      "--calibrate", a.calibrate, "folder of images to calibrate int8 on");
+  app.add_option("--save-int8", a.save_int8, "write the int8 network here");
   try {
     app.parse(argc, argv);
     if (a.model.empty() && a.weights.empty()) {
@@ -156,6 +176,56 @@ std::pair<resnet::AnyResNet, resnet::ModelConfig> load(const Args& a) {
   return {model, *config};
 }
 
+// The precision to run in: as asked, or the fastest this CPU runs for
+// auto. Says so where the one asked for is slower than float32 here.
+resnet::Precision
+choose_precision(const Args& a, bool int8_file, const torch::Device& device) {
+  using resnet::Precision;
+  auto p = int8_file ? Precision::Int8 : Precision::Float32;
+  if (a.precision == "auto" && !int8_file && device.is_cpu()) {
+    p = resnet::fastest_cpu_precision(!a.calibrate.empty());
+  } else if (!a.precision.empty() && a.precision != "auto") {
+    p = resnet::parse_precision(a.precision);
+  }
+  const auto fail = [](const std::string& why) {
+    throw UsageError{"classify: " + why + "\n", 2};
+  };
+  if (int8_file && p != Precision::Int8) {
+    fail(a.weights + " is an int8 network: --precision int8, or none");
+  }
+  if (!int8_file && p == Precision::Int8 && a.calibrate.empty()) {
+    fail("--precision int8 needs --calibrate DIR or a --save-int8 file");
+  }
+  if (p == Precision::Int8 && !device.is_cpu()) {
+    fail("int8 runs on the CPU: add --device cpu");
+  }
+  if (!a.save_int8.empty() && (p != Precision::Int8 || int8_file)) {
+    fail("--save-int8 keeps what --precision int8 --calibrate DIR makes");
+  }
+  const auto fit = resnet::cpu_precision_fit(p);
+  if (device.is_cpu() && !fit.faster) {
+    std::cerr << "classify: " << resnet::to_string(p)
+              << " is slower than fp32 here: " << fit.reason << "\n";
+  }
+  return p;
+}
+
+// The images of `dir`, preprocessed, as one calibration batch.
+torch::Tensor calibration_images(
+    const std::string& dir,
+    int channels,
+    const resnet::Preprocess& prep) {
+  std::vector<torch::Tensor> images;
+  for (const auto& path : resnet::data::list_images(dir)) {
+    images.push_back(
+        resnet::preprocess(resnet::read_image(path, channels), prep));
+  }
+  if (images.empty()) {
+    throw UsageError{"--calibrate: no PNG or JPEG files in " + dir + "\n", 2};
+  }
+  return torch::cat(images);
+}
+
 // Class names, one per line; empty if the file cannot be read.
 std::vector<std::string> read_names(const std::string& path) {
   std::vector<std::string> names;
@@ -175,9 +245,60 @@ int main(int argc, char** argv) try {
       ? resnet::default_device()
       : resnet::parse_device(args.device);
 
-  auto [model, config] = load(args);
-  model->to(device);
-  model->eval();
+  const bool int8_file =
+      !args.weights.empty() && resnet::is_quantized_file(args.weights);
+  const auto precision = choose_precision(args, int8_file, device);
+  // The network as a function of a preprocessed batch, in `precision`.
+  std::function<torch::Tensor(const torch::Tensor&)> forward;
+  resnet::ModelConfig config;
+  if (int8_file) {
+    auto net = resnet::load_quantized(args.weights);
+    config = resnet::find_model_config(args.weights).value_or(config);
+    config.in_channels = net.in_channels;
+    config.num_classes = net.fc_weight.size(0);
+    forward = resnet::CpuInference(std::move(net));
+  } else {
+    resnet::AnyResNet model{nullptr};
+    std::tie(model, config) = load(args);
+    model->to(device);
+    model->eval();
+    if (precision == resnet::Precision::Int8) {
+      auto prep = config.preprocess;
+      prep.resize(args.resize > 0 ? args.resize : prep.resize());
+      prep.crop(args.crop > 0 ? args.crop : prep.crop());
+      auto fused = resnet::fuse_for_inference(model);
+      auto net = resnet::quantize(
+          fused,
+          calibration_images(
+              args.calibrate, static_cast<int>(config.in_channels), prep));
+      if (!args.save_int8.empty()) {
+        const auto folder = std::filesystem::path(args.save_int8).parent_path();
+        if (!folder.empty()) {
+          std::filesystem::create_directories(folder);
+        }
+        resnet::save_quantized(net, args.save_int8);
+        if (!resnet::find_model_config(args.save_int8)) {
+          resnet::write_model_config((folder / "config.json").string(), config);
+        }
+      }
+      forward = resnet::CpuInference(std::move(net));
+    } else if (
+        precision == resnet::Precision::BFloat16 && device.is_cpu() &&
+        resnet::fusable(*model)) {
+      forward = resnet::CpuInference(
+          resnet::fuse_for_inference(model), resnet::Precision::BFloat16);
+    } else if (precision == resnet::Precision::BFloat16) {
+      // On a GPU, or a network that does not fuse: the network cast.
+      resnet::cast_floating(*model, torch::kBFloat16);
+      forward = [model](const torch::Tensor& x) mutable {
+        return model->forward(x.to(torch::kBFloat16)).to(torch::kFloat);
+      };
+    } else {
+      forward = [model](const torch::Tensor& x) mutable {
+        return model->forward(x);
+      };
+    }
+  }
   const int64_t classes = config.num_classes;
   auto names = config.label_names;
   if (names.empty()) {
@@ -207,7 +328,7 @@ int main(int argc, char** argv) try {
       ++failures;
       continue;
     }
-    const auto probs = torch::softmax(model->forward(input), 1)[0].cpu();
+    const auto probs = torch::softmax(forward(input), 1)[0].cpu();
     const auto top = probs.topk(k);
     const auto values = std::get<0>(top);
     const auto indices = std::get<1>(top);

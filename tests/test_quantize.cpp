@@ -387,4 +387,115 @@ TEST(CpuFeatures, AgreeWithTheKernelsFlags) {
   EXPECT_TRUE(contains(f.to_string(), f.avx2 ? "avx2" : ""));
 }
 
+TEST(CpuPrecision, FitFollowsTheInstructionSetsAndTheOperators) {
+  using resnet::Precision;
+  EXPECT_EQ(resnet::parse_precision("bf16"), Precision::BFloat16);
+  for (auto p : {Precision::Float32, Precision::BFloat16, Precision::Int8}) {
+    EXPECT_EQ(resnet::parse_precision(resnet::to_string(p)), p);
+  }
+  EXPECT_TRUE(contains(
+      error_of([] { resnet::parse_precision("fp8"); }),
+      "unknown precision 'fp8' (fp32, bf16 or int8)"));
+
+  resnet::CpuFeatures avx2;
+  avx2.avx2 = true;
+  auto vnni = avx2;
+  vnni.avx512 = vnni.avx512_vnni = true;
+  auto amx = vnni;
+  amx.avx512_bf16 = amx.amx_bf16 = amx.amx_int8 = true;
+  auto avx512_bf16 = vnni; // bf16 dot products, no tiles
+  avx512_bf16.avx512_bf16 = true;
+
+  EXPECT_TRUE(resnet::cpu_precision_fit(Precision::Float32, avx2).faster);
+  for (const auto& f : {avx2, vnni}) {
+    const auto fit = resnet::cpu_precision_fit(Precision::BFloat16, f);
+    EXPECT_FALSE(fit.faster);
+    EXPECT_TRUE(contains(fit.reason, "no AMX-BF16 or AVX512-BF16"));
+  }
+  EXPECT_TRUE(resnet::cpu_precision_fit(Precision::BFloat16, amx).faster);
+  EXPECT_TRUE(
+      resnet::cpu_precision_fit(Precision::BFloat16, avx512_bf16).faster);
+  const auto plain = resnet::cpu_precision_fit(Precision::Int8, avx2);
+  EXPECT_FALSE(plain.faster);
+  const bool ops = resnet::int8_available();
+  EXPECT_TRUE(
+      contains(plain.reason, ops ? "no VNNI" : "onednn::qconv2d_pointwise"));
+  EXPECT_EQ(resnet::cpu_precision_fit(Precision::Int8, vnni).faster, ops);
+  EXPECT_EQ(resnet::cpu_precision_fit(Precision::Int8, amx).faster, ops);
+
+  // The default choice is never one that is slower than float32.
+  EXPECT_EQ(resnet::fastest_cpu_precision(true, avx2), Precision::Float32);
+  EXPECT_EQ(resnet::fastest_cpu_precision(false, vnni), Precision::Float32);
+  EXPECT_EQ(
+      resnet::fastest_cpu_precision(true, vnni),
+      ops ? Precision::Int8 : Precision::Float32);
+  EXPECT_EQ(resnet::fastest_cpu_precision(false, amx), Precision::BFloat16);
+  EXPECT_EQ(
+      resnet::fastest_cpu_precision(false, avx512_bf16), Precision::BFloat16);
+  EXPECT_EQ(
+      resnet::fastest_cpu_precision(true, avx512_bf16),
+      ops ? Precision::Int8 : Precision::BFloat16);
+  EXPECT_EQ(
+      resnet::fastest_cpu_precision(true, amx),
+      ops ? Precision::Int8 : Precision::BFloat16);
+}
+
+TEST(CpuPrecision, EachPrecisionFollowsFloat32BehindOneCall) {
+  using resnet::Precision;
+  auto fused =
+      trained_like("resnet18", resnet::ResNetOptions().num_classes(10), 64);
+  torch::manual_seed(5);
+  const auto images = torch::randn({4, 3, 64, 64});
+  torch::Tensor expected;
+  {
+    torch::InferenceMode guard;
+    expected = fused->forward(images);
+  }
+  resnet::CpuInference fp32(fused, Precision::Float32);
+  EXPECT_EQ(fp32.precision(), Precision::Float32);
+  EXPECT_TRUE(torch::allclose(fp32(images), expected, 1e-5, 1e-5));
+
+  // bfloat16: oneDNN's fused bf16 convolutions where LibTorch has them,
+  // within what 8 significant bits allow over 18 layers; float32 out.
+  auto copy =
+      trained_like("resnet18", resnet::ResNetOptions().num_classes(10), 64);
+  resnet::CpuInference bf16(copy, Precision::BFloat16);
+  EXPECT_EQ(copy->conv1->weight.scalar_type(), torch::kBFloat16);
+  const auto got = bf16(images);
+  EXPECT_EQ(got.scalar_type(), torch::kFloat);
+  const double bf16_error = relative_error(got, expected);
+  std::cout << "bfloat16 relative error " << bf16_error << "\n";
+  EXPECT_LT(bf16_error, 64 * std::ldexp(1.0, -8));
+  EXPECT_TRUE(contains(
+      error_of([&] { bf16(images.to(torch::kDouble)); }),
+      "CpuInference takes float32 CPU images"));
+  EXPECT_TRUE(contains(
+      error_of([&] { resnet::CpuInference(fused, Precision::Int8); }),
+      "an int8 network comes from resnet::quantize"));
+  // What cannot be fused runs as it is (classify casts it for bf16).
+  EXPECT_TRUE(resnet::fusable(*resnet::create("resnet18")));
+  EXPECT_FALSE(resnet::fusable(*resnet::create("resnet26d"))); // deep stem
+
+  if (!resnet::int8_available()) {
+    GTEST_SKIP() << "int8 needs LibTorch 2.x (onednn::qconv2d_pointwise)";
+  }
+  auto net = resnet::quantize(fused, torch::randn({16, 3, 64, 64}));
+  const auto int8_out = net(images);
+  resnet::CpuInference int8(std::move(net));
+  EXPECT_EQ(int8.precision(), Precision::Int8);
+  EXPECT_TRUE(torch::equal(int8(images), int8_out));
+  EXPECT_LT(relative_error(int8_out, expected), 0.15);
+
+  // What save_quantized writes is told from other safetensors files by its
+  // header alone.
+  const auto dir = resnet_test::work_dir("quantize/precision");
+  resnet::save_quantized(
+      resnet::quantize(fused, images), (dir / "int8.st").string());
+  resnet::save_safetensors(
+      {{"w", torch::ones({2})}}, (dir / "plain.st").string());
+  EXPECT_TRUE(resnet::is_quantized_file((dir / "int8.st").string()));
+  EXPECT_FALSE(resnet::is_quantized_file((dir / "plain.st").string()));
+  EXPECT_FALSE(resnet::is_quantized_file((dir / "missing.st").string()));
+}
+
 } // namespace test_quantize

@@ -2,14 +2,16 @@
 // synthetic data, images per second and milliseconds per iteration.
 //
 //   resnet_benchmark --arch resnet50 --batch 32 --size 224 --mode infer
-//                    [--device cpu|cuda] [--dtype fp32|bf16|fp16|int8]
+//                    [--device cpu|cuda] [--precision fp32|bf16|fp16|int8]
 //                    [--channels-last] [--fuse] [--cuda-graph] [--threads N]
 //                    [--warmup 3] [--iters 20] [--json]   (--help lists all)
 //
 // A training iteration is forward, cross-entropy, backward and an SGD step
 // (momentum 0.9, weight decay 1e-4); bf16/fp16 training runs under autocast
 // (fp16 with loss scaling). Inference runs in inference mode; bf16/fp16
-// inference casts the network and the input. --cache-memory turns on the
+// inference casts the network and the input (--precision is --dtype's
+// other name; with --fuse on the CPU, bf16 runs oneDNN's fused bf16
+// convolutions). --cache-memory turns on the
 // library's CPU memory cache. examples/benchmark/
 // torchvision_bench.py runs the same workload in Python with torchvision and
 // compare.sh runs both.
@@ -98,7 +100,7 @@ Args parse_args(int argc, char** argv) {
   opt("--size", a.size, "image height and width")->check(positive);
   opt("--mode", a.mode, "")->check(CLI::IsMember({"infer", "train"}));
   opt("--device", a.device, "cpu, cuda or cuda:N (default: cuda if any)");
-  opt("--dtype", a.dtype, "fp16 needs cuda; int8 the CPU and --fuse")
+  opt("--dtype,--precision", a.dtype, "fp16 needs cuda; int8 the CPU, --fuse")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16", "int8"}));
   flag("--channels-last", a.channels_last, "network and input channels_last");
   auto* fuse =
@@ -199,6 +201,13 @@ int main(int argc, char** argv) try {
   TORCH_CHECK(
       !args.cuda_graph || device.is_cuda(),
       "resnet_benchmark: --cuda-graph needs --device cuda");
+  if (device.is_cpu() && (int8 || dtype == torch::kBFloat16) && !args.json) {
+    const auto fit =
+        resnet::cpu_precision_fit(resnet::parse_precision(args.dtype));
+    if (!fit.faster) {
+      std::cerr << "resnet_benchmark: note: " << fit.reason << "\n";
+    }
+  }
   const bool train = args.mode == "train";
   const auto stem = resnet::parse_stem(args.stem, args.size);
   const bool cifar = stem == resnet::Stem::Cifar;

@@ -4,6 +4,7 @@
 // cuDNN's fused convolutions, CUDA-graph replay, a CPU memory cache, and
 // precision (channels_last, casting, autocast).
 
+#include <resnet/inference/cpu_precision.h>
 #include <resnet/inference/cuda_graph.h>
 #include <resnet/inference/fold.h>
 #include <resnet/inference/fused.h>

@@ -8,10 +8,12 @@ classifier, and compares its top-5 classes and probabilities with what
 torchvision computes from the same pixels with the same transform (resize the
 shorter side to 256 with antialiasing, centre crop 224, normalize). Also
 checks that bad images, bad checkpoints and a wrong architecture fail with a
-clear message. Exit status 0 when everything holds.
+clear message, and --precision bf16/int8 (calibrated, saved and loaded)
+against float32. Exit status 0 when everything holds.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 
@@ -122,6 +124,56 @@ def published_by_name(args):
           f"{[c for c, _ in have]} == {[c for c, _ in want]} {r.stderr.strip()}")
 
 
+def precisions(args, ckpt, images, fp32):
+    """--precision bf16 and int8 against float32 (fp32: classify's own
+    float32 output), --save-int8 and the saved file run again."""
+    base = [args.classify, "--weights", ckpt, "--arch", "resnet18", "--device", "cpu"]
+    bf16 = run(base + ["--precision", "bf16"] + images)
+    have = parse(bf16.stdout)
+    check(bf16.returncode == 0 and all(have.get(i, [(None, 0)])[0][0] == fp32[i][0][0]
+                                       for i in images),
+          "--precision bf16: the top class of float32 for every image "
+          f"({bf16.stderr.strip()[-200:]})")
+    worst = max(abs(a[1] - b[1]) for i in images for a, b in zip(have.get(i, []), fp32[i]))
+    # bfloat16 keeps 8 bits of mantissa: after 18 layers the logits drift
+    # by a few percent (the C++ test bounds them), which moves a probability
+    # by up to p(1-p) times the logits' drift; 0.055 was seen.
+    check(worst < 0.1, f"--precision bf16: probabilities within {worst:.2g} of float32's")
+
+    need = run(base + ["--precision", "int8", images[0]])
+    check(need.returncode == 2 and "--calibrate" in need.stderr,
+          "--precision int8 without calibration images is a usage error")
+    calibration = os.path.join(args.work, "calibration")
+    os.makedirs(calibration, exist_ok=True)
+    for name in ("rgb.png", "grey.png", "photo.jpg"):
+        shutil.copy(os.path.join(args.work, name), calibration)
+    # Its folder is not there yet: --save-int8 makes it.
+    saved = os.path.join(args.work, "int8", "resnet18.safetensors")
+    shutil.rmtree(os.path.dirname(saved), ignore_errors=True)
+    int8 = run(base + ["--precision", "int8", "--calibrate", calibration,
+                       "--save-int8", saved] + images)
+    if torch.__version__.startswith("1."):
+        check(int8.returncode == 1 and "onednn::qconv2d_pointwise" in int8.stderr,
+              "--precision int8 on LibTorch 1.x says what it lacks: "
+              + int8.stderr.strip()[-200:])
+        return
+    have = parse(int8.stdout)
+    check(int8.returncode == 0 and all(have.get(i, [(None, 0)])[0][0] in
+                                       [c for c, _ in fp32[i][:2]] for i in images),
+          "--precision int8: the top class among float32's first two for every image "
+          f"({int8.stderr.strip()[-200:]})")
+    check(os.path.isfile(saved) and
+          os.path.isfile(os.path.join(os.path.dirname(saved), "config.json")),
+          "--save-int8 writes the network and a config.json beside it")
+    again = run([args.classify, "--weights", saved] + images)
+    check(again.returncode == 0 and parse(again.stdout) == have,
+          "the saved int8 network, run by --weights alone, prints the same: "
+          + again.stderr.strip()[-200:])
+    mixed = run([args.classify, "--weights", saved, "--precision", "bf16", images[0]])
+    check(mixed.returncode == 2 and "is an int8 network" in mixed.stderr,
+          "an int8 file with another --precision is a usage error")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--classify", required=True)
@@ -182,6 +234,7 @@ def main():
     noimage = run([args.classify, "--weights", ckpt, "--arch", "resnet18"])
     check(noimage.returncode == 2 and "IMAGE is required" in noimage.stderr,
           "no image is a usage error")
+    precisions(args, ckpt, images, got)
     published_by_name(args)
     helped = run([args.classify, "--help"])
     check(helped.returncode == 0 and "IMAGE" in helped.stdout and "--weights" in helped.stdout,

@@ -257,6 +257,36 @@ def classify_round_trip(classify, w, run, size, channels):
           f"(exit {r.returncode}) {r.stderr.strip()}")
 
 
+def lower_precision(quantize, w, summary):
+    """quantize_model on the trained network: float32 as the trainer measured
+    it, bfloat16 and int8 (calibrated, saved, read back) close to it."""
+    out = w("mnist-run", "int8", "model.safetensors")
+    r = subprocess.run([quantize, "--weights", w("mnist-run", "best.pt"), "--data",
+                        w("mnist"), "--calibration", "64", "--out", out, "--json"],
+                       capture_output=True, text=True)
+    if torch.__version__.startswith("1."):
+        check(r.returncode == 1 and "onednn::qconv2d_pointwise" in r.stderr,
+              "quantize_model on LibTorch 1.x says what it lacks: " + r.stderr.strip()[-200:])
+        return
+    check(r.returncode == 0, "quantize_model runs: " + r.stderr.strip()[-300:])
+    if r.returncode != 0:
+        return
+    m = json.loads(r.stdout)
+    print("quantize_model:", m)
+    check(m["test_images"] == 200 and m["calibration_images"] == 64
+          and os.path.isfile(out), "quantize_model: 200 test images, 64 to calibrate, the file")
+    check(abs(m["fp32_accuracy"] - summary["best_test_accuracy"]) <= 0.01,
+          f"float32 accuracy {m['fp32_accuracy']} as the trainer's best.pt had: "
+          f"{summary['best_test_accuracy']}")
+    for p in ("bf16", "int8"):
+        check(m[f"{p}_accuracy"] >= m["fp32_accuracy"] - 0.03
+              and m[f"{p}_top1_agreement"] >= 0.95,
+              f"{p}: accuracy {m[f'{p}_accuracy']} within 3 points of float32's, "
+              f"top-1 agreement {m[f'{p}_top1_agreement']} >= 0.95")
+    check(m["fp32_top1_agreement"] == 1 and m["cpu_features"] != "",
+          "float32 agrees with itself; the CPU's instruction sets are named")
+
+
 def fine_tuning(t, w):
     """--pretrained: the grayscale 10-class MNIST network starts the RGB
     3-class image-folder task; its classifier is new, its first convolution
@@ -298,6 +328,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--train", required=True)
     p.add_argument("--classify", required=True)
+    p.add_argument("--quantize", required=True, help="quantize_model")
     p.add_argument("--work", required=True)
     args = p.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
@@ -348,6 +379,7 @@ def main():
               f"{name} opens in Python: a state dict with fc.weight [10, 64]")
 
     classify_round_trip(args.classify, w, "mnist-run", 28, 1)
+    lower_precision(args.quantize, w, summary)
 
     r = t.run("gz-run", "--data", w("mnist-gz"), "--dataset", "mnist", "--epochs", "1")
     check(r.returncode == 0, "reads gzipped IDX files")

@@ -232,4 +232,11 @@ class ImageFolder : public ImageDataset {
             detail::open_folder(root, std::move(classes), false, options)) {}
 };
 
+/// The PNG and JPEG files under `dir` (following symlinks), folders in
+/// sorted path order and the files of each in sorted name order, as
+/// torchvision's ImageFolder orders them; other image formats are refused.
+inline std::vector<std::string> list_images(const std::string& dir) {
+  return detail::image_files(dir);
+}
+
 } // namespace resnet::data

@@ -213,6 +213,13 @@ FusedBlock fuse_block(const Block& block, const std::string& where = "") {
   }
 }
 
+/// Whether `fuse_for_inference` takes `model`: batch norms it can fold
+/// (not GroupNorm) and the one-convolution stem (not a deep stem).
+inline bool fusable(const ResNetBaseImpl& model) {
+  return detail::unfusable_parts(model.options()).empty() &&
+      model.parts().stem.conv != nullptr;
+}
+
 /// An inference-only copy of `model` with every batch norm folded into the
 /// convolution before it, on the model's device and dtype; `model` is left
 /// as it was. Its outputs equal `model`'s in eval mode up to rounding (folding

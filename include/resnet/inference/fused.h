@@ -259,11 +259,13 @@ class InferenceResNetImpl : public torch::nn::Module {
         conv1->weight.scalar_type(),
         " on ",
         conv1->weight.device());
-    const bool cpu_float = detail::onednn_takes(x);
     auto input = x;
-    if (cpu_float && layout_.cpu_kernels == CpuKernels::OneDnnLayout) {
+    if (detail::onednn_takes(x) &&
+        layout_.cpu_kernels == CpuKernels::OneDnnLayout) {
       input = x.contiguous().to_mkldnn();
-    } else if (cpu_float && layout_.cpu_kernels == CpuKernels::OneDnnFused) {
+    } else if (
+        detail::onednn_fused_takes(x) &&
+        layout_.cpu_kernels == CpuKernels::OneDnnFused) {
       input = x.contiguous(torch::MemoryFormat::ChannelsLast);
     }
     auto out = conv1->forward(input, PostOp::Relu);

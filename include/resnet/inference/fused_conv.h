@@ -29,10 +29,10 @@ namespace resnet {
 /// Options of `fuse_for_inference`: which fused kernels the network may use
 /// on the CPU and on CUDA devices. All on by default.
 struct FuseOptions {
-  /// On the CPU in float32, run the network with oneDNN and weights reordered
-  /// for it once: `onednn_fused` decides how. Has no effect where LibTorch
-  /// lacks oneDNN, on other devices or dtypes; `false` runs ATen's dense
-  /// kernels everywhere.
+  /// On the CPU in float32 (and bfloat16 with `onednn_fused`), run the
+  /// network with oneDNN and weights reordered for it once: `onednn_fused`
+  /// decides how. Has no effect where LibTorch lacks oneDNN, on other
+  /// devices or dtypes; `false` runs ATen's dense kernels everywhere.
   TORCH_ARG(bool, mkldnn) = true;
   /// Where LibTorch registers oneDNN's fused convolutions (2.x): each
   /// convolution with its bias, ReLU and residual addition is one oneDNN
@@ -80,6 +80,17 @@ namespace detail {
 // (not oneDNN-layout) float32 CPU tensor that no gradient will flow through.
 inline bool onednn_takes(const torch::Tensor& x) {
   return x.is_cpu() && !x.is_mkldnn() && x.scalar_type() == torch::kFloat32 &&
+      !(torch::GradMode::is_enabled() && x.requires_grad());
+}
+
+// Whether `x` is what oneDNN's fused convolutions take: as `onednn_takes`,
+// in float32 or bfloat16 (bf16 weights and activations, float32
+// accumulation; fast where the CPU has AMX-BF16 or AVX512-BF16, see
+// cpu_precision.h).
+inline bool onednn_fused_takes(const torch::Tensor& x) {
+  return x.is_cpu() && !x.is_mkldnn() &&
+      (x.scalar_type() == torch::kFloat32 ||
+       x.scalar_type() == torch::kBFloat16) &&
       !(torch::GradMode::is_enabled() && x.requires_grad());
 }
 
@@ -178,8 +189,8 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
           post,
           other);
     }
-    if (onednn_fused_ && detail::onednn_takes(x) &&
-        weight.scalar_type() == torch::kFloat32) {
+    if (onednn_fused_ && detail::onednn_fused_takes(x) &&
+        weight.scalar_type() == x.scalar_type()) {
       return fused_or_aten(
           onednn_fused_,
           [&] { return onednn_forward(x, post, other, overwrite_other); },
@@ -342,6 +353,7 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
     return packed_.kernels == kernels && packed_.source.defined() &&
         packed_.source.is_same(weight) &&
         packed_.version == weight._version() &&
+        packed_.dtype == weight.scalar_type() &&
         sizes.equals(packed_.input_sizes);
   }
 
@@ -349,6 +361,8 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
     packed_.kernels = kernels;
     packed_.source = weight;
     packed_.version = weight._version();
+    // cast_floating replaces the data but not the tensor or its version.
+    packed_.dtype = weight.scalar_type();
     packed_.input_sizes = sizes.vec();
   }
 
@@ -387,6 +401,7 @@ class FusedConv2dImpl : public torch::nn::Cloneable<FusedConv2dImpl> {
     CpuKernels kernels = CpuKernels::Aten;
     torch::Tensor source;
     int64_t version = -1;
+    torch::ScalarType dtype = torch::ScalarType::Undefined;
     std::vector<int64_t> input_sizes;
     torch::Tensor weight;
     torch::Tensor bias;

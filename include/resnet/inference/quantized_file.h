@@ -345,6 +345,18 @@ inline void save_quantized(Int8ResNet net, const std::string& path) {
       {{"format", "pt"}, {detail::kInt8MetadataKey, description.dump()}});
 }
 
+/// Whether `path` is a file `save_quantized` wrote (a safetensors file
+/// whose metadata describes an int8 network), reading its header only;
+/// false for anything else, a missing file included. `load_quantized`
+/// then checks the rest.
+inline bool is_quantized_file(const std::string& path) {
+  try {
+    return read_safetensors_metadata(path).count(detail::kInt8MetadataKey) > 0;
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+
 /// The int8 network that `save_quantized` wrote to `path`, its weights
 /// packed for oneDNN. Every shape, scale, zero point and geometry is checked
 /// first: a `c10::Error` naming the file and the problem for anything that

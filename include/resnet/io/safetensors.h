@@ -64,10 +64,11 @@ inline torch::Tensor empty_for(const SafetensorsEntry& entry) {
   return t;
 }
 
-/// Reads the file at `path`, raising a `c10::Error` without the path.
-inline SafetensorsFile read_safetensors_or_throw(const std::string& path) {
+/// The checked header of the open safetensors `file`, and where its data
+/// starts; a `c10::Error` without the path.
+inline std::pair<SafetensorsHeader, uint64_t> read_safetensors_header(
+    ReadableFile& file) {
   check_little_endian_host();
-  ReadableFile file(path);
   char first8[kSafetensorsLengthBytes] = {};
   TORCH_CHECK(
       file.size() >= kSafetensorsLengthBytes,
@@ -79,8 +80,16 @@ inline SafetensorsFile read_safetensors_or_throw(const std::string& path) {
   std::string json(static_cast<size_t>(n), '\0');
   file.read(kSafetensorsLengthBytes, &json[0], n);
   const uint64_t data_start = kSafetensorsLengthBytes + n;
-  auto header = parse_safetensors_header(
-      json.data(), json.size(), file.size() - data_start);
+  return {
+      parse_safetensors_header(
+          json.data(), json.size(), file.size() - data_start),
+      data_start};
+}
+
+/// Reads the file at `path`, raising a `c10::Error` without the path.
+inline SafetensorsFile read_safetensors_or_throw(const std::string& path) {
+  ReadableFile file(path);
+  auto [header, data_start] = read_safetensors_header(file);
   SafetensorsFile out;
   out.metadata = std::move(header.metadata);
   out.tensors.reserve(header.tensors.size());
@@ -220,6 +229,19 @@ inline std::vector<char> safetensors_bytes(
   return out;
 }
 
+// `read()`, its errors rethrown naming the safetensors file at `path`.
+template <typename Read>
+auto naming_safetensors_file(const std::string& path, Read read) {
+  try {
+    return read();
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(
+        false, "resnet: cannot read safetensors file '", path, "': ", e.msg());
+  } catch (const std::exception& e) {
+    TORCH_CHECK(
+        false, "resnet: cannot read safetensors file '", path, "': ", e.what());
+  }
+}
 } // namespace detail
 
 /// The tensors and metadata of the safetensors file at `path`, each tensor
@@ -228,15 +250,19 @@ inline std::vector<char> safetensors_bytes(
 /// file and the problem for a malformed file (bad lengths, JSON, dtypes,
 /// shapes, or data offsets that overlap, leave holes or run past the end).
 inline SafetensorsFile read_safetensors(const std::string& path) {
-  try {
-    return detail::read_safetensors_or_throw(path);
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(
-        false, "resnet: cannot read safetensors file '", path, "': ", e.msg());
-  } catch (const std::exception& e) {
-    TORCH_CHECK(
-        false, "resnet: cannot read safetensors file '", path, "': ", e.what());
-  }
+  return detail::naming_safetensors_file(
+      path, [&] { return detail::read_safetensors_or_throw(path); });
+}
+
+/// The "__metadata__" of the safetensors file at `path`, reading and
+/// checking its header only (none of its tensors); a `c10::Error` naming
+/// the file for one that is not a well-formed safetensors file.
+inline std::map<std::string, std::string> read_safetensors_metadata(
+    const std::string& path) {
+  return detail::naming_safetensors_file(path, [&] {
+    detail::ReadableFile file(path);
+    return detail::read_safetensors_header(file).first.metadata;
+  });
 }
 
 /// Writes `state` (any devices; non-contiguous tensors are fine) and
