@@ -44,16 +44,17 @@ install_apt_packages() {
 }
 
 # PyPI's torch, torchvision, timm and safetensors in $RESNET_VENV, with ONNX
-# Runtime for the benchmark's comparison, installed once and reused.
+# Runtime and OpenVINO for the benchmark's comparison, installed once and
+# reused.
 ensure_pypi_torch() {
   if [ ! -x "$RESNET_VENV/bin/python" ]; then
     echo "== creating $RESNET_VENV"
     /usr/bin/python3 -m venv "$RESNET_VENV"
   fi
-  if ! "$RESNET_VENV/bin/python" -c "import torch, torchvision, timm, safetensors, onnxruntime, onnx" 2>/dev/null; then
-    echo "== pip install torch torchvision timm safetensors onnxruntime onnx into $RESNET_VENV"
+  if ! "$RESNET_VENV/bin/python" -c "import torch, torchvision, timm, safetensors, onnxruntime, onnx, openvino" 2>/dev/null; then
+    echo "== pip install torch torchvision timm safetensors onnxruntime onnx openvino into $RESNET_VENV"
     "$RESNET_VENV/bin/python" -m pip install -q --disable-pip-version-check \
-      torch torchvision timm safetensors onnxruntime onnx
+      torch torchvision timm safetensors onnxruntime onnx openvino
   fi
 }
 

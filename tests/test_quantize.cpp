@@ -440,17 +440,29 @@ TEST(CpuPrecision, FitFollowsTheInstructionSetsAndTheOperators) {
       ops ? Precision::Int8 : Precision::BFloat16);
 }
 
+// A trained-like fused ResNet-18 with 10 classes, four 64x64 images and
+// its float32 logits for them.
+struct PrecisionReference {
+  resnet::InferenceResNet fused;
+  torch::Tensor images, expected;
+};
+
+PrecisionReference precision_reference() {
+  PrecisionReference r{
+      trained_like("resnet18", resnet::ResNetOptions().num_classes(10), 64)};
+  torch::manual_seed(5);
+  r.images = torch::randn({4, 3, 64, 64});
+  torch::InferenceMode guard;
+  r.expected = r.fused->forward(r.images);
+  return r;
+}
+
 TEST(CpuPrecision, EachPrecisionFollowsFloat32BehindOneCall) {
   using resnet::Precision;
-  auto fused =
-      trained_like("resnet18", resnet::ResNetOptions().num_classes(10), 64);
-  torch::manual_seed(5);
-  const auto images = torch::randn({4, 3, 64, 64});
-  torch::Tensor expected;
-  {
-    torch::InferenceMode guard;
-    expected = fused->forward(images);
-  }
+  auto reference = precision_reference();
+  auto& fused = reference.fused;
+  const auto& images = reference.images;
+  const auto& expected = reference.expected;
   resnet::CpuInference fp32(fused, Precision::Float32);
   EXPECT_EQ(fp32.precision(), Precision::Float32);
   EXPECT_TRUE(torch::allclose(fp32(images), expected, 1e-5, 1e-5));
@@ -475,10 +487,17 @@ TEST(CpuPrecision, EachPrecisionFollowsFloat32BehindOneCall) {
   // What cannot be fused runs as it is (classify casts it for bf16).
   EXPECT_TRUE(resnet::fusable(*resnet::create("resnet18")));
   EXPECT_FALSE(resnet::fusable(*resnet::create("resnet26d"))); // deep stem
+}
 
+TEST(CpuPrecision, Int8FollowsFloat32BehindOneCall) {
+  using resnet::Precision;
   if (!resnet::int8_available()) {
     GTEST_SKIP() << "int8 needs LibTorch 2.x (onednn::qconv2d_pointwise)";
   }
+  auto reference = precision_reference();
+  auto& fused = reference.fused;
+  const auto& images = reference.images;
+  const auto& expected = reference.expected;
   auto net = resnet::quantize(fused, torch::randn({16, 3, 64, 64}));
   const auto int8_out = net(images);
   resnet::CpuInference int8(std::move(net));

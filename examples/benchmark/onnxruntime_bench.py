@@ -66,6 +66,63 @@ def quantize(onnx_model, batch, size):
             return io.BytesIO(f.read())
 
 
+def report(a, impl, runtime, version, cifar, threads, ms, error):
+    """Prints the run as resnet_benchmark does (one JSON object with --json):
+    `impl` ran it, `runtime` names its version field, `ms` the timings."""
+    ms_median = statistics.median(ms)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "impl": impl, "torch": torch.__version__.split("+")[0], runtime: version,
+        "arch": a.arch, "mode": a.mode,
+        "batch": a.batch, "size": a.size, "stem": "cifar" if cifar else "imagenet",
+        "device": "cpu", "dtype": a.dtype, "channels_last": False, "fuse": a.fuse,
+        "cuda_graph": False, "cache_memory": False, "threads": threads,
+        "iters": a.iters, "img_per_s": 1000 * a.batch / ms_median,
+        "ms_median": ms_median, "ms_min": min(ms), "ms_max": max(ms),
+        "peak_memory_mib": peak, "relative_error": error,
+    }
+    if a.json:
+        print(json.dumps(result))
+        return
+    name = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}.get(impl, impl)
+    print(f"{a.arch} infer, batch {a.batch}, {a.size}x{a.size}, cpu, "
+          f"{threads} threads, {name} {version}, {a.dtype}\n"
+          f"  {result['img_per_s']:.2f} images/s\n"
+          f"  {ms_median:.2f} ms per iteration (median of {a.iters}; "
+          f"min {min(ms):.2f}, max {max(ms):.2f})\n"
+          f"  peak memory {peak:.0f} MiB\n"
+          f"  relative difference from torchvision {error:.2g}")
+
+
+def export(model, images):
+    """The model's float32 output for `images`, and the model in ONNX
+    (bytes) with a fixed batch, input "images" and output "logits"."""
+    onnx_model = io.BytesIO()
+    options = {"input_names": ["images"], "output_names": ["logits"]}
+    if "dynamo" in torch.onnx.export.__code__.co_varnames:
+        options["dynamo"] = False  # the TorchScript exporter: no onnxscript needed
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notice
+        expected = model(images)
+        torch.onnx.export(model, images, onnx_model, **options)
+    return expected, onnx_model
+
+
+def exported_workload(a):
+    """The threads, whether the stem is CIFAR's, the images, torchvision's float32
+    output and its ONNX model for the workload of flags `a` (seeded as
+    torchvision_bench.py seeds it)."""
+    threads = a.threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count()
+    torch.set_num_threads(threads)
+    cifar = a.stem == "cifar" or (a.stem == "auto" and a.size <= 64)
+    classes = a.classes or (10 if cifar else 1000)
+    torch.manual_seed(0)
+    model = torchvision_bench.build_model(a.arch, classes, cifar).eval()
+    images = torch.randn(a.batch, 3, a.size, a.size)
+    expected, onnx_model = export(model, images)
+    return threads, cifar, images, expected, onnx_model
+
+
 def main():
     sys.argv[0] = "onnxruntime_bench.py"
     a = torchvision_bench.parse_args()
@@ -78,22 +135,7 @@ def main():
             a.channels_last or a.device not in ("", "cpu"):
         sys.exit("onnxruntime_bench: runs float32 or int8 inference on the CPU only "
                  "(--mode infer --dtype fp32|int8, no --channels-last or --cuda-graph)")
-    threads = a.threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count()
-    torch.set_num_threads(threads)
-    cifar = a.stem == "cifar" or (a.stem == "auto" and a.size <= 64)
-    classes = a.classes or (10 if cifar else 1000)
-
-    torch.manual_seed(0)
-    model = torchvision_bench.build_model(a.arch, classes, cifar).eval()
-    images = torch.randn(a.batch, 3, a.size, a.size)
-    onnx_model = io.BytesIO()
-    export = {"input_names": ["images"], "output_names": ["logits"]}
-    if "dynamo" in torch.onnx.export.__code__.co_varnames:
-        export["dynamo"] = False  # the TorchScript exporter: no onnxscript needed
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation notice
-        expected = model(images)
-        torch.onnx.export(model, images, onnx_model, **export)
+    threads, cifar, images, expected, onnx_model = exported_workload(a)
 
     if a.dtype == "int8":
         onnx_model = quantize(onnx_model, a.batch, a.size)
@@ -120,29 +162,7 @@ def main():
         start = time.perf_counter()
         session.run(None, feed)
         ms.append((time.perf_counter() - start) * 1000)
-    ms_median = statistics.median(ms)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {
-        "impl": "onnxruntime", "torch": torch.__version__.split("+")[0],
-        "onnxruntime": ort.__version__, "arch": a.arch, "mode": a.mode,
-        "batch": a.batch, "size": a.size, "stem": "cifar" if cifar else "imagenet",
-        "device": "cpu", "dtype": a.dtype, "channels_last": False, "fuse": a.fuse,
-        "cuda_graph": False, "cache_memory": False, "threads": threads,
-        "iters": a.iters, "img_per_s": 1000 * a.batch / ms_median,
-        "ms_median": ms_median, "ms_min": min(ms), "ms_max": max(ms),
-        "peak_memory_mib": peak, "relative_error": error,
-    }
-    if a.json:
-        print(json.dumps(result))
-    else:
-        print(f"{a.arch} infer, batch {a.batch}, {a.size}x{a.size}, cpu, "
-              f"{threads} threads, ONNX Runtime {ort.__version__}, {a.dtype}\n"
-              f"  {result['img_per_s']:.2f} images/s\n"
-              f"  {ms_median:.2f} ms per iteration (median of {a.iters}; "
-              f"min {min(ms):.2f}, max {max(ms):.2f})\n"
-              f"  peak memory {peak:.0f} MiB\n"
-              f"  relative difference from torchvision {error:.2g}")
-
+    report(a, "onnxruntime", "onnxruntime", ort.__version__, cifar, threads, ms, error)
 
 if __name__ == "__main__":
     main()

@@ -178,17 +178,25 @@ def main():
     rows = [l for l in r.stdout.splitlines() if l.startswith("| resnet18 bs2 |")]
     check(r.returncode == 0 and len(rows) == 1 and "CPU: " in r.stdout,
           f"compare.sh --rows int8: one row under the CPU's features ({r.stderr[-300:]})")
-    if rows:
-        cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    heads = [l for l in r.stdout.splitlines() if l.startswith("| workload |")]
+    if rows and heads:
+        # The cells by their column's name.
+        cell = dict(zip([c.strip() for c in heads[0].strip("|").split("|")],
+                        [c.strip() for c in rows[0].strip("|").split("|")]))
         number = re.compile(r"^\d+\.\d$")
-        # ours fp32, ours int8, ORT fp32, ORT int8, PyTorch int8, 3 ratios
-        check(number.match(cells[1]) is not None, "compare.sh --rows int8: ours fp32 measured")
-        check(bool(number.match(cells[2])) == int8_ok,
+        check(number.match(cell.get("ours fp32", "")) is not None
+              and number.match(cell.get("ours bf16", "")) is not None,
+              f"compare.sh --rows int8: ours fp32 and bf16 measured: {cell}")
+        check(bool(number.match(cell.get("ours int8", ""))) == int8_ok,
               "compare.sh --rows int8: ours int8 measured exactly where the operators are")
-        check(bool(number.match(cells[3])) == has_ort and bool(number.match(cells[4])) == has_ort,
+        check(bool(number.match(cell.get("ORT fp32", ""))) == has_ort
+              and bool(number.match(cell.get("ORT int8", ""))) == has_ort,
               "compare.sh --rows int8: ONNX Runtime fp32 and int8 where it is installed")
+        has_openvino = run([a.python, "-c", "import openvino"]).returncode == 0
+        check(bool(number.match(cell.get("OV fp32", ""))) == has_openvino,
+              "compare.sh --rows int8: OpenVINO fp32 where it is installed")
         if int8_ok and has_ort:
-            check(re.match(r"^\d+\.\d\d$", cells[6]) is not None,
+            check(re.match(r"^\d+\.\d\d$", cell.get("int8 / ORT int8", "")) is not None,
                   "compare.sh --rows int8: the ratio to ONNX Runtime's int8")
 
     finish("benchmark")
