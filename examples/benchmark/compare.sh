@@ -15,9 +15,11 @@
 #            Debian's; use the virtual environment's python for a pip wheel)
 # --rows     cpu: the README's table; fused: its fused rows alone; gpu: the
 #            ResNet-50 rows for a GPU; quick: two small rows (for a smoke test);
-#            int8: the fused network in float32 and int8 against ONNX Runtime
-#            in float32 and int8 (QDQ) and PyTorch's own int8 (x86 engine),
-#            ResNet-18/50 at batch 1 and 8; int8-quick: one small such row
+#            int8: the fused network in float32, bfloat16 and int8 against
+#            ONNX Runtime in float32 and int8 (QDQ), PyTorch's own int8 (x86
+#            engine) and OpenVINO in float32, bfloat16 and int8 (where
+#            installed), ResNet-18/50 at batch 1 and 8; int8-quick: one small
+#            such row
 # --out      also write every measurement as JSON lines to FILE
 set -euo pipefail
 

@@ -101,7 +101,8 @@ def main():
     runtimes = {}
     for r in records:
         for name in ("onnxruntime", "openvino"):
-            runtimes.setdefault(name, r.get(name))
+            if r.get(name):
+                runtimes.setdefault(name, r[name])
     print(f"LibTorch {ours['torch']} (C++), ONNX Runtime "
           f"{runtimes.get('onnxruntime') or '-'}, OpenVINO {runtimes.get('openvino') or '-'}, "
           f"{a.threads} threads, OMP_WAIT_POLICY "
