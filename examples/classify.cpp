@@ -210,6 +210,16 @@ choose_precision(const Args& a, bool int8_file, const torch::Device& device) {
   return p;
 }
 
+// The weights' preprocessing with --resize and --crop applied.
+resnet::Preprocess preprocessing(
+    const Args& a,
+    const resnet::ModelConfig& config) {
+  auto prep = config.preprocess;
+  prep.resize(a.resize > 0 ? a.resize : prep.resize());
+  prep.crop(a.crop > 0 ? a.crop : prep.crop());
+  return prep;
+}
+
 // The images of `dir`, preprocessed, as one calibration batch.
 torch::Tensor calibration_images(
     const std::string& dir,
@@ -263,14 +273,13 @@ int main(int argc, char** argv) try {
     model->to(device);
     model->eval();
     if (precision == resnet::Precision::Int8) {
-      auto prep = config.preprocess;
-      prep.resize(args.resize > 0 ? args.resize : prep.resize());
-      prep.crop(args.crop > 0 ? args.crop : prep.crop());
       auto fused = resnet::fuse_for_inference(model);
       auto net = resnet::quantize(
           fused,
           calibration_images(
-              args.calibrate, static_cast<int>(config.in_channels), prep));
+              args.calibrate,
+              static_cast<int>(config.in_channels),
+              preprocessing(args, config)));
       if (!args.save_int8.empty()) {
         const auto folder = std::filesystem::path(args.save_int8).parent_path();
         if (!folder.empty()) {
@@ -311,9 +320,7 @@ int main(int argc, char** argv) try {
     }
     names.clear();
   }
-  auto prep = config.preprocess;
-  prep.resize(args.resize > 0 ? args.resize : prep.resize());
-  prep.crop(args.crop > 0 ? args.crop : prep.crop());
+  const auto prep = preprocessing(args, config);
   const auto channels = static_cast<int>(config.in_channels);
   const int64_t k = std::min(args.topk, classes);
   int failures = 0;
