@@ -75,7 +75,8 @@ Args parse_args(int argc, char** argv) {
   opt("--cutmix", a.cutmix, "cutmix alpha (0: off)")->check(alpha);
   app.add_flag("--no-flip", a.no_flip, "no flips (always off for digits)");
   app.add_flag("--no-augment", a.no_augment, "no augmentation at all");
-  opt("--image-size", a.image_size, "for folders")->check(CLI::Range(0, 65536));
+  opt("--image-size", a.image_size, "side; 0: the data's")
+      ->check(CLI::Range(0, 65536));
   opt("--device", a.device, "cpu, cuda or cuda:N (default: cuda if any)");
   opt("--threads", a.threads, "0: OMP_NUM_THREADS")->check(CLI::Range(0, 4096));
   opt("--workers", a.workers, "batch threads")->check(CLI::Range(0, 64));

@@ -146,6 +146,55 @@ def safetensors_seeds(out):
               save({"w": torch.ones(2, 2)}))
 
 
+def int8_seeds(out):
+    """Files of int8 networks as save_quantized writes them: a stem and a
+    basic block; a stem with max pooling and a bottleneck with a shortcut
+    convolution and no classifier."""
+    import json
+
+    from safetensors.torch import save
+
+    torch.manual_seed(2)
+
+    def conv(tensors, convs, name, cin, cout, k, stride=1):
+        tensors[name + ".weight"] = torch.randint(
+            -127, 128, (cout, cin, k, k), dtype=torch.int8)
+        tensors[name + ".weight_scale"] = torch.rand(cout) * 0.01 + 0.001
+        tensors[name + ".bias"] = torch.randn(cout) * 0.1
+        convs[name] = {"stride": [stride, stride], "padding": [k // 2, k // 2],
+                       "dilation": [1, 1], "groups": 1,
+                       "input": [0.02, 0], "output": [0.03, 0]}
+
+    def network(name, max_pool, blocks, classes):
+        tensors, convs = {}, {}
+        conv(tensors, convs, "conv1", 3, 4, 3, 2 if max_pool else 1)
+        stages = [[]]
+        for b, (kernels, widths, stride, downsample) in enumerate(blocks):
+            cin = 4
+            for k, (kernel, width) in enumerate(zip(kernels, widths)):
+                conv(tensors, convs, f"layer1.{b}.conv{k + 1}", cin, width,
+                     kernel, stride if k == len(kernels) // 2 else 1)
+                cin = width
+            if downsample:
+                conv(tensors, convs, f"layer1.{b}.downsample", 4, cin, 1,
+                     stride)
+            stages[0].append({"convs": len(kernels), "downsample": downsample,
+                              "zero_pad_stride": 0})
+        if classes:
+            tensors["fc.weight"] = torch.randn(classes, cin)
+            tensors["fc.bias"] = torch.randn(classes)
+        description = {"version": 1, "in_channels": 3, "max_pool": max_pool,
+                       "input": [0.02, 128], "convs": convs,
+                       "stages": stages}
+        write(os.path.join(out, "int8_file"), name, save(
+            tensors, metadata={"format": "pt",
+                               "resnet.int8": json.dumps(description)}))
+
+    network("basic.safetensors", False, [((3, 3), (4, 4), 1, False)], 3)
+    network("bottleneck.safetensors", True,
+            [((1, 3, 1), (2, 2, 8), 2, True)], 0)
+
+
 def idx_bytes(array_type, dims, payload):
     return bytes([0, 0, array_type, len(dims)]) + b"".join(
         struct.pack(">I", d) for d in dims) + payload
@@ -269,6 +318,7 @@ def main():
     torch_seeds(args.out)
     hostile_seeds(args.out)
     safetensors_seeds(args.out)
+    int8_seeds(args.out)
     idx_seeds(args.out, args.fashion)
     cifar_seeds(args.out, args.fashion)
     image_seeds(args.out, args.fashion)

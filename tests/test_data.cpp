@@ -1147,6 +1147,58 @@ TEST(Datasets, GuessAndOpenEveryKind) {
   }
 }
 
+TEST(Datasets, InMemoryKindsResizeToTheAskedSize) {
+  const auto base = resnet_test::work_dir("datasets/resize");
+  // IDX images of 4x3 pixels, each of one value: the shorter side becomes
+  // 6, the centre 6x6 is kept, and the values stay.
+  write_idx_split(base / "idx", "train", {0, 1, 2}, false, false);
+  write_idx_split(base / "idx", "t10k", {1}, false, false);
+  const auto six = rd::open_dataset(
+      (base / "idx").string(), "idx", rd::ImageFolderOptions().size(6));
+  EXPECT_EQ(six.train.images().sizes(), (std::vector<int64_t>{3, 1, 6, 6}));
+  EXPECT_EQ(six.test.images().sizes(), (std::vector<int64_t>{1, 1, 6, 6}));
+  EXPECT_EQ(targets_of(six.train), (std::vector<int64_t>{0, 1, 2}));
+  for (int64_t i = 0; i < 3; ++i) {
+    const auto image = six.train.images()[i];
+    EXPECT_EQ(image.min().item<int64_t>(), 10 * i);
+    EXPECT_EQ(image.max().item<int64_t>(), 10 * i);
+  }
+  EXPECT_TRUE(contains(six.describe(), "1x6x6"));
+  // CIFAR: 32x32 to 16x16, each plane still of its one value.
+  write_file(
+      base / "c10" / "data_batch_1.bin",
+      cifar_records(rd::Cifar::Ten, {1, 2}, 0));
+  write_file(
+      base / "c10" / "test_batch.bin", cifar_records(rd::Cifar::Ten, {3}, 0));
+  const auto c10 = rd::open_dataset(
+      (base / "c10").string(), "cifar10", rd::ImageFolderOptions().size(16));
+  EXPECT_EQ(c10.train.images().sizes(), (std::vector<int64_t>{2, 3, 16, 16}));
+  EXPECT_EQ(corners(c10.train), (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(c10.train.images()[1][2].min().item<int64_t>(), 101);
+  EXPECT_EQ(c10.train.images()[1][2].max().item<int64_t>(), 101);
+  // The data's own size, or 0, leaves the images as read.
+  const auto same = rd::open_dataset(
+      (base / "c10").string(), "cifar10", rd::ImageFolderOptions().size(32));
+  const auto plain = rd::open_dataset((base / "c10").string(), "cifar10");
+  EXPECT_TRUE(torch::equal(same.train.images(), plain.train.images()));
+
+  // An edge between 0 and 200 doubled in size: the ends keep their values,
+  // the pixels between rise without overshooting.
+  auto edge = torch::zeros({1, 1, 4, 4}, torch::kByte);
+  edge.narrow(3, 2, 2).fill_(200);
+  const auto big = rd::resized(
+      rd::ImageDataset(edge, torch::zeros({1}, torch::kLong), {"a"}, "edge"),
+      8);
+  const auto row = big.images()[0][0][3];
+  EXPECT_EQ(row[0].item<int64_t>(), 0);
+  EXPECT_EQ(row[7].item<int64_t>(), 200);
+  EXPECT_TRUE(
+      (row.slice(0, 1).to(torch::kInt) >= row.slice(0, 0, 7).to(torch::kInt))
+          .all()
+          .item<bool>());
+  EXPECT_TRUE(contains(error_of([&] { rd::resized(big, 0); }), "not 0"));
+}
+
 TEST(Datasets, ChannelStatisticsArePerChannelFractionsOf255) {
   // Channel 0: half 0, half 255 -> mean 0.5, std 0.5; channel 1: constant
   // 51 -> mean 0.2, std reported as 1.

@@ -350,6 +350,37 @@ TEST(Int8, SavedNetworksLoadAndDamagedOnesAreRefused) {
     EXPECT_TRUE(contains(error, message)) << what << ": " << error;
     EXPECT_TRUE(contains(error, "bad.safetensors")) << what;
   }
+  // Damage that every check of the file lets through but that cannot run:
+  // the block's two paths no longer meet, or a convolution leaves nothing.
+  const std::vector<std::pair<std::string, std::string>> run_errors = {
+      {"stride", "the block's two paths do not meet"},
+      {"padding", "the block's two paths do not meet"},
+      {"dilation", "leaves nothing of an input of [2, 8, 8, 8]"},
+  };
+  for (const auto& [what, message] : run_errors) {
+    const auto error = damaged([&, what = what](nlohmann::json& j, Tensors&) {
+      auto& conv = j["convs"]["layer1.0.conv1"];
+      if (what == "stride") {
+        conv["stride"] = {2, 2};
+      } else if (what == "padding") {
+        conv["padding"] = {0, 0};
+      } else {
+        conv["dilation"] = {8, 8};
+      }
+    });
+    if (!resnet::int8_available()) {
+      EXPECT_TRUE(contains(error, "onednn::qconv2d_pointwise")) << error;
+      continue;
+    }
+    EXPECT_EQ(error, "") << what;
+    const auto net = resnet::load_quantized((dir / "bad.safetensors").string());
+    EXPECT_TRUE(contains(
+        error_of([&] {
+          net(torch::randn({2, 3, 8, 8}));
+        }),
+        message))
+        << what;
+  }
   // Not an int8 network at all.
   const auto plain = (dir / "plain.safetensors").string();
   resnet::save_safetensors({{"w", torch::zeros({2})}}, plain);

@@ -12,6 +12,7 @@
 #include <resnet/data/image_dataset.h>
 #include <resnet/data/image_folder.h>
 #include <resnet/data/prepare.h>
+#include <resnet/data/transforms.h>
 #include <resnet/error.h>
 
 #include <c10/util/Exception.h>
@@ -37,6 +38,28 @@
 #include <vector>
 
 namespace resnet::data {
+
+/// `data` with every image resized to `size` x `size` (the shorter side
+/// bilinearly, antialiased, then the centre cropped, rounded back to 8
+/// bits), a slice of images at a time: an in-memory dataset (IDX, CIFAR)
+/// at the input size a network is to see.
+inline ImageDataset resized(const ImageDataset& data, int64_t size) {
+  TORCH_CHECK(
+      size >= 1 && size <= 4096,
+      "resnet: dataset '" + data.name() +
+          "': images resize to 1 to 4096 pixels, not " + std::to_string(size));
+  const auto& images = data.images();
+  const int64_t n = images.size(0), slice = 512;
+  auto out = torch::empty({n, images.size(1), size, size}, torch::kByte);
+  for (int64_t i = 0; i < n; i += slice) {
+    const auto part = images.slice(0, i, std::min(n, i + slice));
+    out.slice(0, i, i + part.size(0))
+        .copy_(center_crop(resize_shorter_side(part, size), size)
+                   .round_()
+                   .clamp_(0, 255));
+  }
+  return ImageDataset(out, data.targets(), data.classes(), data.name());
+}
 
 /// The kinds `open_dataset` reads: "fashion-mnist", "mnist", "kmnist",
 /// "idx", "cifar10", "cifar100" and "folder".
@@ -154,7 +177,8 @@ struct TrainTest {
 /// dir/train and dir/test (or dir/val), the test split with the training
 /// split's classes; `folder` applies to both (the size and channels of
 /// train's first image when 0, so that both splits match). "idx": classes
-/// "0" to the highest label of either split.
+/// "0" to the highest label of either split. The in-memory kinds (IDX,
+/// CIFAR) are `resized` to `folder.size()` where it is given and differs.
 inline TrainTest open_dataset(
     const std::string& dir,
     const std::string& kind = "",
@@ -208,6 +232,11 @@ inline TrainTest open_dataset(
       *fewer = ImageDataset(
           fewer->images(), fewer->targets(), more.classes(), "idx");
     }
+  }
+  if (k != "folder" && folder.size() > 0 &&
+      folder.size() != out.train.height()) {
+    out.train = resized(out.train, folder.size());
+    out.test = resized(out.test, folder.size());
   }
   return out;
 }

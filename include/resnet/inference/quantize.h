@@ -107,6 +107,17 @@ struct Int8Conv {
       PostOp post,
       const torch::Tensor& accum = {},
       QuantParams accum_q = {}) const {
+    const auto out_sizes =
+        detail::conv_output_sizes(x.sizes(), weight.sizes(), geometry);
+    TORCH_CHECK(
+        post != PostOp::AddRelu ||
+            (accum.defined() && accum.sizes() == c10::IntArrayRef(out_sizes) &&
+             accum.scalar_type() == torch::kByte),
+        "resnet: an int8 convolution with output ",
+        c10::IntArrayRef(out_sizes),
+        " cannot add a shortcut of ",
+        accum.defined() ? accum.sizes() : c10::IntArrayRef{},
+        "; the block's two paths do not meet");
     torch::Tensor packed, zero_points;
     {
       std::lock_guard<std::mutex> lock(detail::int8_pack_mutex());

@@ -18,6 +18,7 @@
 
 #include <array>
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,6 +43,43 @@ struct ConvGeometry {
   int64_t groups = 1;
 };
 
+/// The sizes [N, out, H', W'] of a convolution's output for an input of
+/// `input` [N, C, H, W] and a weight of `weight` [out, C / groups, kh, kw]
+/// with geometry `g`; an error where the channels do not match or the
+/// output would be empty.
+inline std::vector<int64_t> conv_output_sizes(
+    c10::IntArrayRef input,
+    c10::IntArrayRef weight,
+    const ConvGeometry& g) {
+  TORCH_CHECK(
+      input.size() == 4 && weight.size() == 4 && g.stride.size() == 2 &&
+          g.padding.size() == 2 && g.dilation.size() == 2 && g.groups >= 1 &&
+          input[1] == weight[1] * g.groups,
+      "resnet: a convolution of weight ",
+      weight,
+      " and groups ",
+      g.groups,
+      " cannot take an input of ",
+      input);
+  std::vector<int64_t> out{input[0], weight[0]};
+  for (size_t d = 0; d < 2; ++d) {
+    const int64_t extent = g.dilation[d] * (weight[2 + d] - 1) + 1;
+    const int64_t size = input[2 + d] + 2 * g.padding[d] - extent;
+    TORCH_CHECK(
+        g.stride[d] >= 1 && size >= 0,
+        "resnet: a convolution of weight ",
+        weight,
+        ", padding ",
+        c10::IntArrayRef(g.padding),
+        " and dilation ",
+        c10::IntArrayRef(g.dilation),
+        " leaves nothing of an input of ",
+        input);
+    out.push_back(size / g.stride[d] + 1);
+  }
+  return out;
+}
+
 /// The operator `name`.`overload` as this LibTorch registers it; nullopt
 /// where it does not.
 inline c10::optional<c10::OperatorHandle> find_operator(
@@ -52,6 +90,20 @@ inline c10::optional<c10::OperatorHandle> find_operator(
     return c10::nullopt;
   }
   return *found;
+}
+
+/// `op` called on `stack`, with oneDNN's own errors (dnnl::error, which
+/// LibTorch lets through) turned into `c10::Error`s naming the operator.
+inline void call_boxed(
+    const c10::OperatorHandle& op,
+    torch::jit::Stack& stack) {
+  try {
+    op.callBoxed(&stack);
+  } catch (const c10::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "resnet: ", op.schema().name(), " failed: ", e.what());
+  }
 }
 
 class OneDnnFused {
@@ -149,7 +201,7 @@ class OneDnnFused {
         op != nullptr,
         "resnet: this LibTorch lacks oneDNN's fused convolution operators "
         "(mkldnn::_convolution_pointwise); use FuseOptions().onednn_fused(false)");
-    op->callBoxed(&stack);
+    call_boxed(*op, stack);
   }
 };
 

@@ -19,6 +19,7 @@
 
 #include <array>
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <utility>
 #include <vector>
@@ -163,7 +164,7 @@ class OneDnnInt8 {
       }
       stack.push_back(std::move(value));
     }
-    op->callBoxed(&stack);
+    call_boxed(*op, stack);
     return stack.at(0).toTensor();
   }
 };
