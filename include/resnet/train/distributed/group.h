@@ -15,9 +15,12 @@
 #include <torch/types.h>
 #include <torch/version.h>
 
+#include <signal.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
@@ -67,12 +70,31 @@ inline torch::Device process_device(
       name.empty() ? default_device() : parse_device(name), env);
 }
 
+namespace detail {
+
+// A write to the socket of a peer that died raises SIGPIPE, which by
+// default ends the process before Gloo can report the peer as gone. Python
+// ignores SIGPIPE from its start, so PyTorch's ranks get the error instead;
+// the same here, unless the program has chosen what SIGPIPE does.
+inline void ignore_broken_pipes() {
+  struct sigaction current {};
+  if (::sigaction(SIGPIPE, nullptr, &current) == 0 &&
+      current.sa_handler == SIG_DFL) {
+    std::signal(SIGPIPE, SIG_IGN);
+  }
+}
+
+} // namespace detail
+
 /// The processes that train together, joined through c10d's TCPStore:
 /// Gloo carries CPU tensors, NCCL CUDA tensors where this build has it
 /// (nccl_available() and a GPU; Gloo otherwise). Every process must make
 /// the same calls in the same order with tensors of the same shapes and
 /// devices; a peer that dies or falls behind by more than the timeout makes
-/// the others' calls throw (NCCL's watchdog ends the process instead).
+/// the others' calls throw (NCCL's watchdog ends the process instead). A
+/// group of several processes ignores SIGPIPE, as Python does, unless the
+/// program set a handler: a dead peer's socket is then an error, not the
+/// end of the process.
 class Group {
  public:
   /// Joins the others: rank 0 serves the store at master_addr:master_port
@@ -97,6 +119,7 @@ class Group {
       return;
     }
 #if RESNET_WITH_C10D
+    detail::ignore_broken_pipes();
     c10d::TCPStoreOptions store_options;
     store_options.port = static_cast<std::uint16_t>(env_.master_port);
     store_options.isServer = env_.rank == 0 && !env_.agent_store;
