@@ -30,7 +30,7 @@ CC=clang CXX=clang++ cmake -S "$RESNET_ROOT" -B "$build" -G Ninja \
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ] || [ "${targets[*]}" = files ]; then
   only_files=$([ ${#targets[@]} -gt 0 ] && echo 1 || true)
-  mapfile -t targets < <(sed -n 's/^ \{4\}\([a-z_]*\)$/\1/p' "$RESNET_ROOT/fuzz/CMakeLists.txt")
+  mapfile -t targets < <(sed -n 's/^ \{4\}\([a-z0-9_]*\)$/\1/p' "$RESNET_ROOT/fuzz/CMakeLists.txt")
   if [ -n "$only_files" ]; then
     mapfile -t targets < <(printf '%s\n' "${targets[@]}" | grep -v '^flags_')
   fi
